@@ -1,0 +1,218 @@
+"""Attention: one implementation for every model, with RoPE, masks and a KV cache.
+
+Axis legend (docstrings and einsum strings):
+  B batch   T new (query) tokens   S key slots (= T, or the cache capacity)
+  D width   N query heads   K key/value heads   G = N // K query heads per KV head
+  H head_dim   L layers
+
+Masks are boolean, True = may attend. Callers build one mask per forward and every layer
+shares it. With a KV cache, new keys are written at `cache.end` and queries attend over all
+S cache slots; the mask hides empty and padded slots.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from fgjax.models.config import RopeConfig
+
+# -- masks ------------------------------------------------------------------------------------
+
+
+def causal_mask(length: int) -> jax.Array:
+    """bool[T, T]: lower triangular."""
+    return jnp.tril(jnp.ones((length, length), bool))
+
+
+def make_attention_mask(input_mask: jax.Array, mask_ar: jax.Array) -> jax.Array:
+    """bool[B, T, T] from big_vision's prefix-LM convention.
+
+    input_mask: bool[B, T], False for padding. mask_ar: int[B, T], 1 where a token starts a
+    new causal step and 0 where it joins the bidirectional block of the tokens before it:
+    all ones is a causal mask, zeros for a prefix then ones is a prefix-LM mask.
+    """
+    cumsum = jnp.cumsum(mask_ar, axis=1)
+    mask = cumsum[:, None, :] <= cumsum[:, :, None]
+    return mask & input_mask[:, None, :] & input_mask[:, :, None]
+
+
+class KVCache(NamedTuple):
+    """Keys and values of every layer for decoding or shared-prefix scoring.
+
+    k, v: [L, B, S, K, H] in the compute dtype; valid: bool[B, S], slots holding a real token;
+    positions: i32[B, S], the position of each slot's token; end: i32[], next slot to write.
+    """
+
+    k: jax.Array
+    v: jax.Array
+    valid: jax.Array
+    positions: jax.Array
+    end: jax.Array
+
+    @classmethod
+    def empty(cls, num_layers, batch, capacity, num_kv_heads, head_dim, dtype) -> KVCache:
+        kv = jnp.zeros((num_layers, batch, capacity, num_kv_heads, head_dim), dtype)
+        return cls(
+            kv,
+            kv,
+            jnp.zeros((batch, capacity), bool),
+            jnp.zeros((batch, capacity), jnp.int32),
+            jnp.zeros((), jnp.int32),
+        )
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[2]
+
+
+def cached_attention_mask(block_mask, input_mask, positions, cache: KVCache, window: int | None):
+    """bool[B, T, S] for T new tokens written at `cache.end`, plus the updated cache metadata.
+
+    block_mask: bool[B, T, T] among the new tokens; input_mask: bool[B, T]; positions: i32[B, T].
+    Queries see every valid slot before `end`, and new slots as `block_mask` allows.
+    """
+    batch, length = input_mask.shape
+    capacity, end = cache.capacity, cache.end
+    new_part = jnp.zeros((batch, length, capacity), bool)
+    new_part = jax.lax.dynamic_update_slice(
+        new_part, block_mask & input_mask[:, None, :], (0, 0, end)
+    )
+    old_part = cache.valid[:, None, :] & (jnp.arange(capacity) < end)[None, None, :]
+    valid = jax.lax.dynamic_update_slice(cache.valid, input_mask, (0, end))
+    key_positions = jax.lax.dynamic_update_slice(cache.positions, positions, (0, end))
+    mask = old_part | new_part
+    if window is not None:
+        mask &= (positions[:, :, None] - key_positions[:, None, :]) < window
+    return mask, valid, key_positions
+
+
+def window_mask(mask, positions, window: int | None):
+    """Restricts bool[B, T, T] to keys less than `window` positions back (Mistral)."""
+    if window is None:
+        return mask
+    return mask & ((positions[:, :, None] - positions[:, None, :]) < window)
+
+
+# -- rotary position embedding -------------------------------------------------------------
+
+
+def rope_inv_freq(head_dim: int, rope: RopeConfig) -> np.ndarray:
+    """float32[H/2] inverse frequencies, computed as transformers does (float32 throughout)."""
+    exponent = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
+    inv_freq = (np.float32(1.0) / (np.float32(rope.theta) ** exponent)).astype(np.float32)
+    if rope.rope_type == "default":
+        return inv_freq
+    factor = np.float32(rope.factor)
+    if rope.rope_type == "linear":
+        return (inv_freq / factor).astype(np.float32)
+    if rope.rope_type == "llama3":
+        low, high = np.float32(rope.low_freq_factor), np.float32(rope.high_freq_factor)
+        old_len = np.float32(rope.original_max_positions)
+        low_wavelen, high_wavelen = old_len / low, old_len / high
+        wavelen = np.float32(2 * np.pi) / inv_freq
+        scaled = np.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+        return np.where(medium, smoothed, scaled).astype(np.float32)
+    raise ValueError(
+        f"unsupported rope_type {rope.rope_type!r}; fgjax supports 'default', 'linear' and 'llama3'"
+    )
+
+
+def rope_tables(positions: jax.Array, inv_freq: np.ndarray, dtype) -> tuple[jax.Array, jax.Array]:
+    """cos, sin: [B, T, H] in `dtype`, from i32[B, T] positions (angles in float32)."""
+    freqs = positions[..., None].astype(jnp.float32) * jnp.asarray(inv_freq)
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """x: [B, T, heads, H]; rotate-half convention."""
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+
+
+# -- the attention layer -------------------------------------------------------------------
+
+
+class Attention(nnx.Module):
+    """Multi-head / grouped-query attention with optional biases, RoPE and KV cache."""
+
+    def __init__(self, cfg, *, rngs: nnx.Rngs):
+        width, n, k, h = cfg.width, cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
+        self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
+        self.scale = h**-0.5
+
+        def proj(einsum, shape, axes, bias):
+            return nnx.Einsum(
+                einsum,
+                shape,
+                shape[-len(axes) + 1 :] if bias else None,
+                dtype=cfg.compute_dtype,
+                param_dtype=cfg.params_dtype,
+                kernel_init=nnx.initializers.normal(0.02),
+                kernel_metadata={"out_sharding": axes},
+                bias_metadata={"out_sharding": axes[1:]},
+                rngs=rngs,
+            )
+
+        self.q = proj("BTD,DNH->BTNH", (width, n, h), ("embed", "heads", "head_dim"), cfg.qkv_bias)
+        self.k = proj(
+            "BSD,DKH->BSKH", (width, k, h), ("embed", "kv_heads", "head_dim"), cfg.qkv_bias
+        )
+        self.v = proj(
+            "BSD,DKH->BSKH", (width, k, h), ("embed", "kv_heads", "head_dim"), cfg.qkv_bias
+        )
+        self.o = nnx.Einsum(
+            "BTNH,NHD->BTD",
+            (n, h, width),
+            (width,) if cfg.out_bias else None,
+            dtype=cfg.compute_dtype,
+            param_dtype=cfg.params_dtype,
+            kernel_init=nnx.initializers.normal(0.02),
+            kernel_metadata={"out_sharding": ("heads", "head_dim", "embed")},
+            bias_metadata={"out_sharding": ("embed",)},
+            rngs=rngs,
+        )
+
+    def __call__(self, x, *, mask=None, rope=None, kv=None, end=None, context=None):
+        """x: [B, T, D]; mask: bool[B, T, S] or None (attend everywhere); rope: (cos, sin)
+        tables [B, T, H] or None; kv: this layer's cached (k, v), each [B, S, K, H], into
+        which the new keys are written at slot `end`; context: [B, S, D] to attend to
+        instead of x (cross-attention, for pooling heads).
+
+        Returns (out [B, T, D], (k, v)): the updated cache entries, or the new keys/values.
+        """
+        source = x if context is None else context
+        q, k, v = self.q(x), self.k(source), self.v(source)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if kv is not None:
+            k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, end, 0, 0))
+            v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, end, 0, 0))
+        out = dot_product_attention(q, k, v, mask, self.scale)
+        return self.o(out), (k, v)
+
+
+def dot_product_attention(q, k, v, mask, scale):
+    """q: [B, T, N, H]; k, v: [B, S, K, H]; mask: bool[B, T, S] or None -> [B, T, N, H].
+
+    Logits and softmax in float32 (as HF's eager attention); probabilities cast back to the
+    value dtype. Query head n uses KV head n // G, like HF's repeat_kv.
+    """
+    batch, length, n, h = q.shape
+    kv_heads = k.shape[2]
+    q = q.reshape(batch, length, kv_heads, n // kv_heads, h)
+    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32) * scale
+    if mask is not None:
+        logits = jnp.where(mask[:, None, None, :, :], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
+    return out.reshape(batch, length, n, h)

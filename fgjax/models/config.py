@@ -1,0 +1,341 @@
+"""Model configurations: plain frozen dataclasses, serializable to and from dicts.
+
+One `TransformerConfig` describes the block stack shared by vision encoders and decoders;
+`VitConfig` and `DecoderConfig` extend it with what is specific to each. `VLMConfig` composes
+an encoder (one tower or a fused pair), a projector and a decoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu", "silu")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeConfig:
+    """Rotary position embedding (rotate-half convention, as in HF Llama).
+
+    rope_type "default"; "linear" (positions divided by `factor`); "llama3" (Llama-3.1's
+    frequency-dependent scaling with `factor`, `low_freq_factor`, `high_freq_factor` and
+    `original_max_positions`).
+    """
+
+    theta: float = 10000.0
+    rope_type: str = "default"
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_positions: int = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """The pre-norm transformer block stack shared by every model family."""
+
+    width: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    num_kv_heads: int | None = None  # None: same as num_heads (multi-head attention)
+    head_dim: int | None = None  # None: width // num_heads
+    mlp_dim: int = 128
+    norm: str = "layernorm"  # "layernorm" | "rmsnorm"
+    norm_eps: float = 1e-6
+    norm_add_one: bool = False  # Gemma's RMSNorm scales by (1 + w)
+    mlp: str = "plain"  # "plain": fc1 -> act -> fc2 | "gated": down(act(gate x) * up x)
+    act: str = "gelu"
+    qkv_bias: bool = True
+    out_bias: bool = True
+    mlp_bias: bool = True
+    layer_scale: bool = False  # DINOv2 LayerScale on both residual branches
+    layer_scale_init: float = 1.0
+    rope: RopeConfig | None = None
+    sliding_window: int | None = None  # Mistral v0.1
+    scan_layers: bool = True  # stack layers and lax.scan them: compile time independent of depth
+    remat: str = "none"  # rematerialization policy of each block, see REMAT_POLICIES
+    dtype: str = "float32"  # compute dtype; parameters stay in param_dtype
+    param_dtype: str = "float32"
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def dim_per_head(self) -> int:
+        return self.head_dim or self.width // self.num_heads
+
+    @property
+    def compute_dtype(self):
+        return jnp.dtype(self.dtype)
+
+    @property
+    def params_dtype(self):
+        return jnp.dtype(self.param_dtype)
+
+    def validate(self) -> None:
+        _check(self.act in ACTIVATIONS, f"act={self.act!r}; choose one of {ACTIVATIONS}")
+        _check(
+            self.norm in ("layernorm", "rmsnorm"),
+            f"norm={self.norm!r}; use 'layernorm' or 'rmsnorm'",
+        )
+        _check(self.mlp in ("plain", "gated"), f"mlp={self.mlp!r}; use 'plain' or 'gated'")
+        _check(
+            self.remat in REMAT_POLICIES, f"remat={self.remat!r}; choose one of {REMAT_POLICIES}"
+        )
+        _check(self.dtype in DTYPES and self.param_dtype in DTYPES, f"dtypes must be in {DTYPES}")
+        _check(self.depth >= 1 and self.width >= 1, "depth and width must be positive")
+        _check(
+            self.num_heads % self.kv_heads == 0,
+            f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.kv_heads}",
+        )
+        if self.head_dim is None:
+            _check(
+                self.width % self.num_heads == 0,
+                f"width={self.width} is not divisible by num_heads={self.num_heads}; set head_dim",
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class VitConfig(TransformerConfig):
+    """A ViT vision tower. Variants (SigLIP, CLIP, DINOv2) differ only in these flags.
+
+    Feature selection for a VLM: `feature_layer` indexes the hidden-state list the way HF
+    does (0 = embeddings, -1 = last block output, -2 = the one before; a tuple concatenates
+    several along channels); `keep_prefix` keeps the CLS and register tokens.
+    """
+
+    family: str = "siglip"  # "siglip" | "clip" | "dinov2": for HF import/export and preprocessing
+    image_size: int = 32  # the size the position embeddings were trained for
+    input_size: int | None = None  # the size fed to the tower, if different (positions resampled)
+    patch_size: int = 8
+    num_channels: int = 3
+    class_token: bool = False
+    num_registers: int = 0
+    patch_bias: bool = True
+    pre_norm: bool = False  # CLIP's pre_layrnorm on the embeddings
+    post_norm: str | None = (
+        "last"  # "last": on last_hidden_state | "pooled": on the CLS only | None
+    )
+    pool: str | None = None  # "map": SigLIP attention-pooling head | "cls" | None
+    mask_token: bool = False  # DINOv2's (unused at inference) mask token parameter
+    pos_interp: str = "bicubic"  # pos-emb resampling at other resolutions: "bicubic" | "bicubic_aa"
+    feature_layer: int | tuple[int, ...] = -2
+    keep_prefix: bool = False
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.class_token) + self.num_registers
+
+    @property
+    def resolution(self) -> int:
+        """The input image size (height = width)."""
+        return self.input_size or self.image_size
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side of the position-embedding grid."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        """Patch tokens per image at the input resolution."""
+        return (self.resolution // self.patch_size) ** 2
+
+    @property
+    def feature_layers(self) -> tuple[int, ...]:
+        layers = self.feature_layer
+        return tuple(layers) if isinstance(layers, (tuple, list)) else (layers,)
+
+    @property
+    def num_features(self) -> int:
+        """Image tokens this tower hands to the projector at its configured resolution."""
+        return self.num_patches + (self.num_prefix_tokens if self.keep_prefix else 0)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.width * len(self.feature_layers)
+
+    def validate(self) -> None:
+        super().validate()
+        _check(self.family in ("siglip", "clip", "dinov2"), f"unknown ViT family {self.family!r}")
+        _check(
+            self.resolution >= self.patch_size,
+            f"input size {self.resolution} is smaller than patch_size={self.patch_size}",
+        )
+        _check(self.post_norm in (None, "last", "pooled"), f"post_norm={self.post_norm!r}")
+        _check(self.pool in (None, "map", "cls"), f"pool={self.pool!r}; use 'map', 'cls' or None")
+        _check(self.pos_interp in ("bicubic", "bicubic_aa"), f"pos_interp={self.pos_interp!r}")
+        for layer in self.feature_layers:
+            _check(
+                -(self.depth + 1) <= layer <= self.depth,
+                f"feature_layer={layer} is outside the {self.depth + 1} hidden states",
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedVitConfig:
+    """Several towers on the same image, patch features concatenated along channels
+    (Prismatic's DINOv2 + SigLIP). Each tower keeps its own preprocessing."""
+
+    towers: tuple[VitConfig, ...] = ()
+
+    @property
+    def num_features(self) -> int:
+        return self.towers[0].num_features
+
+    @property
+    def feature_dim(self) -> int:
+        return sum(t.feature_dim for t in self.towers)
+
+    def validate(self) -> None:
+        _check(len(self.towers) >= 2, "a fused encoder needs at least two towers")
+        for tower in self.towers:
+            tower.validate()
+        counts = {t.num_features for t in self.towers}
+        _check(
+            len(counts) == 1,
+            f"fused towers give different numbers of image tokens {sorted(counts)}; "
+            "pick image sizes so that (image_size // patch_size)**2 agree",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig(TransformerConfig):
+    """A decoder-only LM: Llama / Vicuna / Mistral / Qwen2 / Gemma by flags."""
+
+    family: str = "llama"  # "llama" | "mistral" | "qwen2" | "gemma"
+    vocab_size: int = 256
+    tie_embeddings: bool = False
+    embed_scale: bool = False  # Gemma multiplies embeddings by sqrt(width)
+    max_positions: int = 2048
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+    pad_token_id: int | None = None
+    norm: str = "rmsnorm"
+    mlp: str = "gated"
+    act: str = "silu"
+    qkv_bias: bool = False
+    out_bias: bool = False
+    mlp_bias: bool = False
+    rope: RopeConfig | None = RopeConfig()
+
+    def validate(self) -> None:
+        super().validate()
+        _check(
+            self.family in ("llama", "mistral", "qwen2", "gemma"),
+            f"unknown decoder family {self.family!r}",
+        )
+        _check(self.rope is not None, "decoders need a RopeConfig")
+        _check(self.dim_per_head % 2 == 0, "RoPE needs an even head_dim")
+
+
+PROJECTORS = ("linear", "mlp_gelu", "fused_gelu_mlp")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectorConfig:
+    """Maps image features to the decoder width.
+
+    kind "linear"; "mlp_gelu" with `depth` N layers (LLaVA's "mlp{N}x_gelu": Linear, then N-1
+    times GELU + Linear); "fused_gelu_mlp" (Prismatic: in -> 4*in -> out -> out, GELU between).
+    """
+
+    kind: str = "mlp_gelu"
+    depth: int = 2
+    bias: bool = True
+
+    @classmethod
+    def from_name(cls, name: str) -> ProjectorConfig:
+        """Parses LLaVA-style names: "linear", "mlp2x_gelu", "fused_gelu_mlp"."""
+        if name == "linear":
+            return cls(kind="linear", depth=1)
+        if name == "fused_gelu_mlp":
+            return cls(kind="fused_gelu_mlp", depth=3)
+        if name.startswith("mlp") and name.endswith("x_gelu") and name[3:-6].isdigit():
+            return cls(kind="mlp_gelu", depth=int(name[3:-6]))
+        raise ValueError(
+            f"unknown projector {name!r}; use 'linear', 'mlp<N>x_gelu' or 'fused_gelu_mlp'"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class VLMConfig:
+    """Encoder -> projector -> decoder, with image features placed at image-token positions.
+
+    `image_layout` says where the prompt builder puts the image tokens: "inline" (wherever
+    the text has `<image>`, LLaVA/HF) or "after_bos" (Prismatic). The model itself always
+    scatters features into the positions holding `image_token_id`.
+    """
+
+    encoder: VitConfig | FusedVitConfig = VitConfig()
+    projector: ProjectorConfig = ProjectorConfig()
+    decoder: DecoderConfig = DecoderConfig()
+    image_token_id: int = 255
+    image_layout: str = "inline"
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.encoder.num_features
+
+    def validate(self) -> None:
+        self.encoder.validate()
+        self.decoder.validate()
+        _check(self.projector.kind in PROJECTORS, f"unknown projector kind {self.projector.kind!r}")
+        _check(self.image_layout in ("inline", "after_bos"), f"image_layout={self.image_layout!r}")
+        _check(
+            0 <= self.image_token_id < self.decoder.vocab_size,
+            f"image_token_id={self.image_token_id} is outside the vocabulary "
+            f"({self.decoder.vocab_size}); extend the vocabulary or pick another id",
+        )
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+# -- (de)serialization ---------------------------------------------------------------------
+
+_CONFIG_TYPES = {
+    cls.__name__: cls
+    for cls in (
+        RopeConfig,
+        TransformerConfig,
+        VitConfig,
+        FusedVitConfig,
+        DecoderConfig,
+        ProjectorConfig,
+        VLMConfig,
+    )
+}
+
+
+def to_dict(config: Any) -> dict:
+    """A JSON-ready dict of a config, tagged with its type so `from_dict` can rebuild it."""
+    if dataclasses.is_dataclass(config):
+        out = {"__type__": type(config).__name__}
+        for field in dataclasses.fields(config):
+            out[field.name] = to_dict(getattr(config, field.name))
+        return out
+    if isinstance(config, (tuple, list)):
+        return [to_dict(x) for x in config]
+    return config
+
+
+def from_dict(data: Any) -> Any:
+    """Inverse of `to_dict`."""
+    if isinstance(data, dict) and "__type__" in data:
+        cls = _CONFIG_TYPES[data["__type__"]]
+        kwargs = {k: from_dict(v) for k, v in data.items() if k != "__type__"}
+        for field in dataclasses.fields(cls):
+            if isinstance(kwargs.get(field.name), list):
+                kwargs[field.name] = tuple(kwargs[field.name])
+        return cls(**kwargs)
+    if isinstance(data, list):
+        return [from_dict(x) for x in data]
+    return data

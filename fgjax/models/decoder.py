@@ -1,0 +1,129 @@
+"""Decoder-only language models: Llama / Vicuna / Mistral, Qwen2 and Gemma by config flags.
+
+Axis legend: B batch, T new tokens, S cache slots, D width, V vocabulary, L layers.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fgjax.models.attention import (
+    KVCache,
+    cached_attention_mask,
+    causal_mask,
+    rope_inv_freq,
+    rope_tables,
+    window_mask,
+)
+from fgjax.models.config import DecoderConfig
+from fgjax.models.layers import param
+from fgjax.models.transformer import Stack, make_norm
+
+
+class DecoderOutput(NamedTuple):
+    logits: jax.Array | None  # f32[B, T, V]
+    hidden_states: tuple[jax.Array, ...]  # embeddings then each block's output, when requested
+    last_hidden: jax.Array  # [B, T, D] after the final norm
+    cache: KVCache | None
+
+
+class Decoder(nnx.Module):
+    """Token embedding -> blocks -> final norm -> LM head (or the tied embedding)."""
+
+    def __init__(self, cfg: DecoderConfig, *, rngs: nnx.Rngs):
+        cfg.validate()
+        self.cfg = cfg
+        init = nnx.initializers.normal(0.02)
+        self.embedding = param(
+            rngs, init, (cfg.vocab_size, cfg.width), cfg.params_dtype, ("vocab", "embed")
+        )
+        self.stack = Stack(cfg, rngs=rngs)
+        self.final_norm = make_norm(cfg, rngs)
+        if not cfg.tie_embeddings:
+            self.lm_head = param(
+                rngs, init, (cfg.width, cfg.vocab_size), cfg.params_dtype, ("embed", "vocab")
+            )
+
+    def embed(self, tokens: jax.Array) -> jax.Array:
+        """i32[B, T] -> [B, T, D] in the compute dtype (before Gemma's sqrt(D) scale, which
+        `__call__` applies to every input embedding, image features included, as HF does)."""
+        return jnp.take(self.embedding[...], tokens, axis=0).astype(self.cfg.compute_dtype)
+
+    def logits(self, x: jax.Array) -> jax.Array:
+        """[B, T, D] normed hidden -> f32[B, T, V]."""
+        dtype = self.cfg.compute_dtype
+        if self.cfg.tie_embeddings:
+            w = self.embedding[...].astype(dtype)
+            return jnp.einsum("BTD,VD->BTV", x, w, preferred_element_type=jnp.float32)
+        return jnp.einsum(
+            "BTD,DV->BTV", x, self.lm_head[...].astype(dtype), preferred_element_type=jnp.float32
+        )
+
+    def init_cache(self, batch: int, capacity: int) -> KVCache:
+        cfg = self.cfg
+        return KVCache.empty(
+            cfg.depth, batch, capacity, cfg.kv_heads, cfg.dim_per_head, cfg.compute_dtype
+        )
+
+    def __call__(
+        self,
+        tokens: jax.Array | None = None,
+        *,
+        embeds: jax.Array | None = None,
+        positions: jax.Array | None = None,
+        input_mask: jax.Array | None = None,
+        attn_mask: jax.Array | None = None,
+        cache: KVCache | None = None,
+        return_hidden: bool = False,
+        return_logits: bool = True,
+    ) -> DecoderOutput:
+        """Runs T new tokens, optionally after a KV cache.
+
+        tokens: i32[B, T], or embeds: [B, T, D] (already embedded, e.g. with image features);
+        positions: i32[B, T] RoPE positions (default: slot index, i.e. arange(T) + cache.end);
+        input_mask: bool[B, T], False for padding (default all True);
+        attn_mask: bool[B, T, T] among the new tokens (default causal; see
+          attention.make_attention_mask for prefix-LM masks, or pass block-diagonal masks to
+          score several continuations of one cached prefix in one row);
+        cache: a KVCache; new keys are written at cache.end, queries also see its valid slots.
+        """
+        cfg = self.cfg
+        x = self.embed(tokens) if embeds is None else embeds.astype(cfg.compute_dtype)
+        if cfg.embed_scale:
+            x = x * jnp.asarray(cfg.width**0.5, cfg.compute_dtype)
+        batch, length = x.shape[:2]
+        start = 0 if cache is None else cache.end
+        if positions is None:
+            positions = jnp.broadcast_to(
+                start + jnp.arange(length, dtype=jnp.int32), (batch, length)
+            )
+        if input_mask is None:
+            input_mask = jnp.ones((batch, length), bool)
+        block_mask = causal_mask(length)[None] if attn_mask is None else attn_mask
+        block_mask = jnp.broadcast_to(block_mask, (batch, length, length))
+        if cache is None:
+            mask = window_mask(block_mask & input_mask[:, None, :], positions, cfg.sliding_window)
+            kv = None
+        else:
+            mask, valid, key_positions = cached_attention_mask(
+                block_mask, input_mask, positions, cache, cfg.sliding_window
+            )
+            kv = (cache.k, cache.v)
+        rope = rope_tables(positions, rope_inv_freq(cfg.dim_per_head, cfg.rope), cfg.compute_dtype)
+        h, hidden, kv = self.stack(
+            x, mask=mask, rope=rope, cache_kv=kv, end=start, return_hidden=return_hidden
+        )
+        last = self.final_norm(h)
+        new_cache = None
+        if cache is not None:
+            new_cache = KVCache(kv[0], kv[1], valid, key_positions, cache.end + length)
+        return DecoderOutput(
+            self.logits(last) if return_logits else None,
+            (x, *hidden) if return_hidden else (),
+            last,
+            new_cache,
+        )

@@ -1,0 +1,268 @@
+"""Named model configurations: the real sizes the study uses, and tiny ones for tests.
+
+`encoder(name)`, `decoder(name)` and `vlm(encoder, decoder, projector)` look names up;
+keyword overrides replace fields (`decoder("vicuna7b", scan_layers=False)`).
+Real-size parameter counts equal those transformers reports for the same models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fgjax.models.config import (
+    DecoderConfig,
+    FusedVitConfig,
+    ProjectorConfig,
+    RopeConfig,
+    VitConfig,
+    VLMConfig,
+)
+
+# -- vision towers -----------------------------------------------------------------------------
+
+
+def _siglip(**kw) -> VitConfig:
+    base = dict(family="siglip", act="gelu_tanh", norm_eps=1e-6, post_norm="last", pool="map")
+    return VitConfig(**{**base, **kw})
+
+
+def _clip(**kw) -> VitConfig:
+    base = dict(
+        family="clip", act="quick_gelu", norm_eps=1e-5, class_token=True, patch_bias=False,
+        pre_norm=True, post_norm="pooled", pool="cls",
+    )  # fmt: skip
+    return VitConfig(**{**base, **kw})
+
+
+def _dinov2(**kw) -> VitConfig:
+    base = dict(
+        family="dinov2", act="gelu", norm_eps=1e-6, class_token=True, layer_scale=True,
+        mask_token=True, post_norm="last", pool="cls",
+    )  # fmt: skip
+    return VitConfig(**{**base, **kw})
+
+
+ENCODERS = {
+    # google/siglip-so400m-patch14-384 (27 x 27 patches; 384 is not a multiple of 14)
+    "siglip_so400m384": lambda: _siglip(
+        width=1152, depth=27, num_heads=16, mlp_dim=4304, image_size=384, patch_size=14
+    ),
+    # google/siglip-so400m-patch14-224 (Prismatic's SigLIP tower)
+    "siglip_so400m224": lambda: _siglip(
+        width=1152, depth=27, num_heads=16, mlp_dim=4304, image_size=224, patch_size=14
+    ),
+    # google/siglip-base-patch16-224
+    "siglip_b16_224": lambda: _siglip(
+        width=768, depth=12, num_heads=12, mlp_dim=3072, image_size=224, patch_size=16
+    ),
+    # openai/clip-vit-large-patch14-336 (LLaVA-1.5's tower)
+    "clip_l336": lambda: _clip(
+        width=1024, depth=24, num_heads=16, mlp_dim=4096, image_size=336, patch_size=14
+    ),
+    # apple/DFN5B-CLIP-ViT-H-14-378 (exact GELU, as open_clip's ViT-H)
+    "dfn_h378": lambda: _clip(
+        width=1280, depth=32, num_heads=16, mlp_dim=5120, image_size=378, patch_size=14, act="gelu"
+    ),
+    # facebook/dinov2-with-registers-large, fed 224 px as Prismatic does (positions resampled)
+    "dinov2_l14_reg4": lambda: _dinov2(
+        width=1024,
+        depth=24,
+        num_heads=16,
+        mlp_dim=4096,
+        image_size=518,
+        patch_size=14,
+        num_registers=4,
+        input_size=224,
+        pos_interp="bicubic_aa",
+    ),
+    # facebook/dinov2-large
+    "dinov2_l14": lambda: _dinov2(
+        width=1024,
+        depth=24,
+        num_heads=16,
+        mlp_dim=4096,
+        image_size=518,
+        patch_size=14,
+        input_size=224,
+    ),
+    # tiny towers for tests and the CPU study
+    "tiny_siglip": lambda: _siglip(
+        width=32, depth=2, num_heads=4, mlp_dim=64, image_size=32, patch_size=8
+    ),
+    "tiny_clip": lambda: _clip(
+        width=32, depth=2, num_heads=4, mlp_dim=64, image_size=32, patch_size=8
+    ),
+    "tiny_dinov2": lambda: _dinov2(
+        width=32,
+        depth=2,
+        num_heads=4,
+        mlp_dim=64,
+        image_size=32,
+        patch_size=8,
+        num_registers=2,
+        pos_interp="bicubic_aa",
+    ),
+}
+
+FUSED_ENCODERS = {
+    # Prismatic's "dinosiglip-vit-so-224px": DINOv2-L/14-reg4 + SigLIP So400m/14, 256 tokens each
+    "dinov2_siglip": ("dinov2_l14_reg4", "siglip_so400m224"),
+    "tiny_dinov2_siglip": ("tiny_dinov2", "tiny_siglip"),
+}
+
+# -- decoders ------------------------------------------------------------------------------------
+
+
+def _llama(**kw) -> DecoderConfig:
+    return DecoderConfig(**{**dict(family="llama", norm_eps=1e-5), **kw})
+
+
+def _gemma(**kw) -> DecoderConfig:
+    base = dict(
+        family="gemma", norm_eps=1e-6, norm_add_one=True, embed_scale=True, act="gelu_tanh",
+        tie_embeddings=True, bos_token_id=2, eos_token_id=1, pad_token_id=0,
+    )  # fmt: skip
+    return DecoderConfig(**{**base, **kw})
+
+
+def _qwen2(**kw) -> DecoderConfig:
+    base = dict(
+        family="qwen2", norm_eps=1e-6, qkv_bias=True, rope=RopeConfig(theta=1e6), bos_token_id=None
+    )
+    base.update(eos_token_id=151643)
+    return DecoderConfig(**{**base, **kw})
+
+
+_LLAMA2_7B = dict(
+    vocab_size=32000, width=4096, depth=32, num_heads=32, mlp_dim=11008, max_positions=4096
+)
+
+DECODERS = {
+    "llama2_7b": lambda: _llama(**_LLAMA2_7B),
+    "vicuna7b": lambda: _llama(**_LLAMA2_7B, pad_token_id=0),
+    # LLaVA-1.5's Vicuna with <image> = 32000 and <pad> = 32001, vocabulary padded to 32064
+    "vicuna7b_llava": lambda: _llama(**{**_LLAMA2_7B, "vocab_size": 32064}, pad_token_id=32001),
+    "llama3_8b": lambda: _llama(
+        vocab_size=128256,
+        width=4096,
+        depth=32,
+        num_heads=32,
+        num_kv_heads=8,
+        mlp_dim=14336,
+        max_positions=8192,
+        rope=RopeConfig(theta=5e5),
+        bos_token_id=128000,
+        eos_token_id=128001,
+    ),
+    "llama31_8b": lambda: _llama(
+        vocab_size=128256,
+        width=4096,
+        depth=32,
+        num_heads=32,
+        num_kv_heads=8,
+        mlp_dim=14336,
+        max_positions=131072,
+        bos_token_id=128000,
+        eos_token_id=128001,
+        rope=RopeConfig(
+            theta=5e5, rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0
+        ),
+    ),
+    "mistral7b": lambda: _llama(
+        family="mistral",
+        vocab_size=32000,
+        width=4096,
+        depth=32,
+        num_heads=32,
+        num_kv_heads=8,
+        mlp_dim=14336,
+        max_positions=32768,
+        sliding_window=4096,
+    ),
+    "qwen2_7b": lambda: _qwen2(
+        vocab_size=152064,
+        width=3584,
+        depth=28,
+        num_heads=28,
+        num_kv_heads=4,
+        mlp_dim=18944,
+        max_positions=131072,
+    ),
+    "gemma2b": lambda: _gemma(
+        vocab_size=256000,
+        width=2048,
+        depth=18,
+        num_heads=8,
+        num_kv_heads=1,
+        head_dim=256,
+        mlp_dim=16384,
+        max_positions=8192,
+    ),
+    # tiny decoders for tests and the CPU study
+    "tiny_llama": lambda: _llama(
+        vocab_size=384, width=64, depth=2, num_heads=4, num_kv_heads=2, mlp_dim=128
+    ),
+    "tiny_qwen2": lambda: _qwen2(
+        vocab_size=384,
+        width=64,
+        depth=2,
+        num_heads=4,
+        num_kv_heads=2,
+        mlp_dim=128,
+        tie_embeddings=True,
+    ),
+    "tiny_gemma": lambda: _gemma(
+        vocab_size=384, width=64, depth=2, num_heads=4, num_kv_heads=1, head_dim=32, mlp_dim=128
+    ),
+}
+
+
+def _replace(cfg, overrides):
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+def encoder(name: str, **overrides) -> VitConfig | FusedVitConfig:
+    """A vision-tower config by name; a fused name gives a FusedVitConfig (overrides apply
+    to every tower)."""
+    if name in FUSED_ENCODERS:
+        return FusedVitConfig(tuple(encoder(t, **overrides) for t in FUSED_ENCODERS[name]))
+    if name not in ENCODERS:
+        raise ValueError(
+            f"unknown encoder {name!r}; available: {sorted(ENCODERS) + sorted(FUSED_ENCODERS)}"
+        )
+    return _replace(ENCODERS[name](), overrides)
+
+
+def decoder(name: str, **overrides) -> DecoderConfig:
+    if name not in DECODERS:
+        raise ValueError(f"unknown decoder {name!r}; available: {sorted(DECODERS)}")
+    return _replace(DECODERS[name](), overrides)
+
+
+def vlm(
+    encoder_name: str = "clip_l336",
+    decoder_name: str = "vicuna7b_llava",
+    projector: str = "mlp2x_gelu",
+    *,
+    image_token_id: int | None = None,
+    image_layout: str = "inline",
+    encoder_overrides: dict | None = None,
+    decoder_overrides: dict | None = None,
+) -> VLMConfig:
+    """A VLM from preset names. The image token defaults to the last vocabulary id for tiny
+    decoders and to LLaVA's 32000 for the padded Vicuna vocabulary."""
+    dec = decoder(decoder_name, **(decoder_overrides or {}))
+    if image_token_id is None:
+        image_token_id = 32000 if decoder_name == "vicuna7b_llava" else dec.vocab_size - 1
+    return VLMConfig(
+        encoder=encoder(encoder_name, **(encoder_overrides or {})),
+        projector=ProjectorConfig.from_name(projector),
+        decoder=dec,
+        image_token_id=image_token_id,
+        image_layout=image_layout,
+    )
+
+
+def llava15_7b(**kw) -> VLMConfig:
+    """LLaVA-1.5-7B: CLIP ViT-L/14-336 + Vicuna-7B v1.5 (vocab 32064), mlp2x_gelu."""
+    return vlm("clip_l336", "vicuna7b_llava", "mlp2x_gelu", **kw)
