@@ -20,15 +20,11 @@ def unrolled_copy(scanned: models.Decoder) -> models.Decoder:
     unrolled = models.build(cfg, seed=1)
     src = dict(nnx.state(scanned, nnx.Param).flat_state())
     dst = nnx.state(unrolled, nnx.Param)
-    flat = {}
     for path, var in dst.flat_state():
-        if path[:2] == ("stack", "blocks"):
-            layer, rest = path[2], path[3:]
-            flat[path] = src[("stack", "blocks", *rest)][...][layer]
+        if path[:2] == ("stack", "blocks"):  # unrolled path: stack/blocks/<layer>/...
+            var[...] = src[("stack", "blocks", *path[3:])][...][path[2]]
         else:
-            flat[path] = src[path][...]
-    for path, var in dst.flat_state():
-        var[...] = flat[path]
+            var[...] = src[path][...]
     nnx.update(unrolled, dst)
     return unrolled
 
