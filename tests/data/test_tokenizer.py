@@ -118,6 +118,38 @@ def test_sentencepiece_matches_transformers_llama_tokenizer(tmp_path):
         assert llama(text, add_special_tokens=False).input_ids == sp.encode(text)
 
 
+def test_older_prefix_space_pipelines(tmp_path):
+    """Llama-2's hub tokenizer.json prepends with a Prepend("▁") normalizer (no
+    pre-tokenizer); RoBERTa-style ones with ByteLevel(add_prefix_space=True). Both are
+    undone for continuations and kept for starts."""
+    sp = tiny_tokenizer("sentencepiece")
+    sp.save(str(tmp_path / "sp"))
+    llama = transformers.LlamaTokenizer.from_pretrained(str(tmp_path / "sp"), legacy=False)
+    spec = json.loads(llama.backend_tokenizer.to_str())
+    spec["pre_tokenizer"] = None
+    spec["normalizer"] = {
+        "type": "Sequence",
+        "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+        ],
+    }
+    legacy = HFTokenizer(json.dumps(spec), bos_token="<s>", eos_token="</s>")
+    assert legacy.prefix_space
+    for text in TEXTS[:3] + TEXTS[4:6]:
+        assert legacy.encode(text) == sp.encode(text)
+        assert legacy.encode_continuation(text) == sp.encode_continuation(text)
+        assert legacy.decode(legacy.encode_continuation(text)) == text
+    bpe = tiny_tokenizer("bpe")
+    bpe.save(str(tmp_path / "bpe"))
+    spec = json.loads((tmp_path / "bpe" / "tokenizer.json").read_text())
+    spec["pre_tokenizer"]["add_prefix_space"] = True
+    spaced = HFTokenizer(json.dumps(spec))
+    assert spaced.prefix_space and not bpe.prefix_space
+    assert spaced.encode("hello") == bpe.encode_continuation(" hello")
+    assert spaced.encode_continuation("hello") == bpe.encode_continuation("hello")
+
+
 def test_user_defined_piece_becomes_special():
     model = io.BytesIO()  # a model with a USER_DEFINED piece, which sentencepiece matches in text
     SentencePieceTrainer.train(
