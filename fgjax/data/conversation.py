@@ -81,6 +81,7 @@ class ConversationEncoder:
             )
         self._token_ids = self._resolve_special_tokens()
         self.image_token_id = self._token_ids[image_token]
+        self.uses_bos = "bos" in self._token_ids  # rows start with BOS
 
     @classmethod
     def for_model(
@@ -131,7 +132,7 @@ class ConversationEncoder:
         tok, template = self.tokenizer, self.template
         name = f"template {template.name!r}"
         ids = {}
-        if template.bos:
+        if template.bos == "required" or (template.bos == "if_any" and tok.bos_id is not None):
             ids["bos"] = _require(tok.bos_id, f"{name} starts with BOS but {tok!r} has none")
         if template.end == "eos":
             ids["eos"] = _require(tok.eos_id, f"{name} ends replies with EOS but {tok!r} has none")
@@ -253,7 +254,7 @@ class ConversationEncoder:
         if has_image and total > 1:
             raise SampleError(f"{total} {placeholder} placeholders, but a row has one image")
         image_turn = (holders or [0])[0] if has_image else None
-        pieces: list[Piece] = [Token("bos")] if template.bos else []
+        pieces: list[Piece] = [Token("bos")] if self.uses_bos else []
         for index, (question, answer) in enumerate(turns):
             content: list[Piece] = [Text(question)]
             if index == image_turn:
@@ -267,7 +268,7 @@ class ConversationEncoder:
                 reply = template.reply_prefix + answer + template.reply_suffix
                 pieces += [Text(reply, trained=True), Token(template.end, trained=True)]
         if has_image and self.image_layout == "after_bos":
-            pieces.insert(1 if template.bos else 0, Image())
+            pieces.insert(1 if self.uses_bos else 0, Image())
         return pieces
 
     def _tokenize(self, pieces: list[Piece]) -> tuple[list[int], list[bool]]:

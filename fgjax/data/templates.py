@@ -5,7 +5,8 @@ tokens by name and the image placeholder. Only an assistant reply and the token 
 are trained. The exact strings, for a conversation q1, a1, q2, a2 (`<s>`/`</s>` are the
 tokenizer's BOS/EOS, `<image>` expands to N image tokens; `[...]` marks the trained spans):
 
-plain (LLaVA / Prismatic alignment stage; the human turn is dropped, only the image kept)
+plain (LLaVA / Prismatic alignment stage; the human turn is dropped, only the image kept;
+       BOS only if the tokenizer has one, e.g. not for Qwen2)
     <s><image>[caption</s>]
     LLaVA ends captions with "\\n" (its `plain` separator); we end them with EOS as Prismatic
     does, so that a model knows where a caption stops.
@@ -66,7 +67,8 @@ class Template:
 
     special_tokens: literal special tokens the template emits (must be in the vocabulary);
     text_markers: strings it writes as plain text (a vocabulary that makes them special
-    tokens is in another format); bos: the sequence starts with the tokenizer's BOS.
+    tokens is in another format); bos: whether the sequence starts with the tokenizer's BOS,
+    "required", "if_any" (when the tokenizer has one: captions for any model) or "never".
     """
 
     name: str
@@ -74,11 +76,15 @@ class Template:
     reply_prefix: str = ""
     reply_suffix: str = ""
     end: str = "eos"
-    bos: bool = True
+    bos: str = "required"
     system: str | None = None
     special_tokens: tuple[str, ...] = ()
     text_markers: tuple[str, ...] = ()
     single_turn: bool = False  # one (human, gpt) pair only: captions
+
+    def __post_init__(self):
+        if self.bos not in ("required", "if_any", "never"):
+            raise ValueError(f"bos={self.bos!r}; use 'required', 'if_any' or 'never'")
 
     def with_system(self, system: str | None) -> Template:
         """The same format with another system message (None: no system message)."""
@@ -153,7 +159,7 @@ def _gemma_user(index, content, system):
 TEMPLATES: dict[str, Template] = {
     t.name: t
     for t in (
-        Template("plain", _plain_user, single_turn=True),
+        Template("plain", _plain_user, bos="if_any", single_turn=True),
         Template("vicuna_v1", _vicuna_user, reply_prefix=" ", system=LLAVA_SYSTEM),
         Template(
             "llama2",
@@ -168,7 +174,7 @@ TEMPLATES: dict[str, Template] = {
             "chatml",
             _chatml_user,
             end=IM_END,
-            bos=False,
+            bos="never",
             system=QWEN2_SYSTEM,
             special_tokens=(IM_START, IM_END),
         ),

@@ -8,7 +8,7 @@ import transformers
 
 from fgjax.data.conversation import ConversationEncoder, SampleError
 from fgjax.data.templates import LLAVA_LLAMA2_SYSTEM, LLAVA_SYSTEM, TEMPLATES, get_template
-from fgjax.data.tokenizer import HFTokenizer
+from fgjax.data.tokenizer import HFTokenizer, add_image_token
 from fgjax.data.tokenizer_train import tiny_tokenizer, train_bpe
 from fgjax.models.config import DecoderConfig, VitConfig, VLMConfig
 
@@ -92,7 +92,7 @@ def test_trained_tokens_decode_to_the_assistant_turns(tok, name, layout, has_ima
         assert is_image[start : start + N].all()  # one contiguous run
         before, after = sample.tokens[:start], sample.tokens[start + N :]
         if layout == "after_bos":
-            assert start == (1 if template.bos else 0)
+            assert start == (1 if encoder.uses_bos else 0)
             assert "<image>" not in tok.decode(after)
         else:
             assert tok.decode(before).endswith(IMAGE_FOLLOWS[name])
@@ -188,6 +188,17 @@ def test_system_turn_and_missing_placeholder(tok):
     bare = get_template("vicuna_v1").with_system(None)
     sample = ConversationEncoder(tok, bare, num_image_tokens=N).encode(TEXT_ONLY, has_image=False)
     assert tok.decode(sample.tokens).startswith("<s>" + (" " if tok.prefix_space else "") + "USER")
+
+
+def test_plain_captions_need_no_bos():
+    no_bos = train_bpe(["a dog on the grass"] * 8, 300, bos_token=None)
+    add_image_token(no_bos)
+    encoder = ConversationEncoder(no_bos, "plain", num_image_tokens=N)
+    sample = encoder.encode(conversation_for("plain", CONVERSATION), has_image=True)
+    assert not encoder.uses_bos and (sample.tokens[:N] == encoder.image_token_id).all()
+    assert no_bos.decode(sample.tokens[N:]) == ANSWERS[0] + "</s>"
+    with pytest.raises(ValueError, match="starts with BOS but"):
+        ConversationEncoder(no_bos, "vicuna_v1", num_image_tokens=N)
 
 
 def test_tokenizer_template_mismatch_fails_at_construction():
