@@ -154,6 +154,7 @@ def main() -> None:
     )
 
     print(f"{n} JPEGs, sides 160-1024 px, -> float32[{SIZE},{SIZE},3]; best of {r}")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'case':38s} {'ours img/s/core':>16s} {'PIL+numpy':>10s} {'ratio':>7s}")
     for item in rows:
         print(
@@ -178,6 +179,7 @@ def main() -> None:
         output=f"float32[{SIZE},{SIZE},3]",
         repeats=r,
         cpu_count=os.cpu_count(),
+        load_average_1min=round(os.getloadavg()[0], 2),  # other processes share these cores
         machine=platform.processor() or platform.machine(),
         pillow=Image.__version__,
         rows=rows,
