@@ -21,6 +21,7 @@ from fgjax.models.attention import (
 )
 from fgjax.models.config import DecoderConfig
 from fgjax.models.layers import param
+from fgjax.models.partitioning import constrain
 from fgjax.models.transformer import Stack, make_norm
 
 
@@ -49,9 +50,13 @@ class Decoder(nnx.Module):
             )
 
     def embed(self, tokens: jax.Array) -> jax.Array:
-        """i32[B, T] -> [B, T, D] in the compute dtype (before Gemma's sqrt(D) scale, which
-        `__call__` applies to every input embedding, image features included, as HF does)."""
-        return jnp.take(self.embedding[...], tokens, axis=0).astype(self.cfg.compute_dtype)
+        """i32[B, T] -> [B, T, D] in the compute dtype, times sqrt(D) for Gemma. As in
+        transformers 5 (GemmaTextScaledWordEmbedding), only token embeddings are scaled:
+        embeddings passed to `__call__` (image features) are used as they are."""
+        x = jnp.take(self.embedding[...], tokens, axis=0).astype(self.cfg.compute_dtype)
+        if self.cfg.embed_scale:
+            x = x * jnp.asarray(self.cfg.width**0.5, self.cfg.compute_dtype)
+        return x
 
     def logits(self, x: jax.Array) -> jax.Array:
         """[B, T, D] normed hidden -> f32[B, T, V]."""
@@ -83,7 +88,8 @@ class Decoder(nnx.Module):
     ) -> DecoderOutput:
         """Runs T new tokens, optionally after a KV cache.
 
-        tokens: i32[B, T], or embeds: [B, T, D] (already embedded, e.g. with image features);
+        tokens: i32[B, T], or embeds: [B, T, D] (already embedded, e.g. by `embed` and with
+          image features; used as they are, without Gemma's sqrt(D) scale);
         positions: i32[B, T] RoPE positions (default: slot index, i.e. arange(T) + cache.end);
         input_mask: bool[B, T], False for padding (default all True);
         attn_mask: bool[B, T, T] among the new tokens (default causal; see
@@ -93,8 +99,7 @@ class Decoder(nnx.Module):
         """
         cfg = self.cfg
         x = self.embed(tokens) if embeds is None else embeds.astype(cfg.compute_dtype)
-        if cfg.embed_scale:
-            x = x * jnp.asarray(cfg.width**0.5, cfg.compute_dtype)
+        x = constrain(x, ("batch", None, None))
         batch, length = x.shape[:2]
         start = 0 if cache is None else cache.end
         if positions is None:

@@ -59,9 +59,9 @@ ENCODERS = {
     "clip_l336": lambda: _clip(
         width=1024, depth=24, num_heads=16, mlp_dim=4096, image_size=336, patch_size=14
     ),
-    # apple/DFN5B-CLIP-ViT-H-14-378 (exact GELU, as open_clip's ViT-H)
+    # apple/DFN5B-CLIP-ViT-H-14-378 (open_clip "ViT-H-14-378-quickgelu": quick GELU as OpenAI's)
     "dfn_h378": lambda: _clip(
-        width=1280, depth=32, num_heads=16, mlp_dim=5120, image_size=378, patch_size=14, act="gelu"
+        width=1280, depth=32, num_heads=16, mlp_dim=5120, image_size=378, patch_size=14
     ),
     # facebook/dinov2-with-registers-large, fed 224 px as Prismatic does (positions resampled)
     "dinov2_l14_reg4": lambda: _dinov2(

@@ -13,6 +13,7 @@ from flax import nnx
 from fgjax.models.attention import Attention
 from fgjax.models.config import TransformerConfig
 from fgjax.models.layers import Mlp, Norm, param
+from fgjax.models.partitioning import constrain
 
 REMAT_POLICIES = {
     "full": None,  # save nothing, recompute everything in the backward pass
@@ -64,7 +65,7 @@ class Block(nnx.Module):
         y = self.mlp(self.mlp_norm(x))
         if self.layer_scale:
             y = y * self.mlp_scale[...].astype(y.dtype)
-        return x + y, kv
+        return constrain(x + y, ("batch", None, None)), kv
 
 
 class Stack(nnx.Module):

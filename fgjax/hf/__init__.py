@@ -1,0 +1,44 @@
+"""Hugging Face interop: load safetensors checkpoints into fgjax models, and write them back.
+
+    model, cfg = fgjax.hf.load("path/to/llava-1.5-7b-hf", dtype="bfloat16")
+    fgjax.hf.save(model, "out/dir")
+
+`load(path, *, dtype="float32", compute_dtype=None, scan_layers=True, **overrides)` reads a
+directory holding `config.json` and `model.safetensors` (or shards with
+`model.safetensors.index.json`) and returns `(model, config)`:
+
+  LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, GemmaForCausalLM -> Decoder
+  SiglipVisionModel, CLIPVisionModel (and the vision half of SiglipModel / CLIPModel),
+  Dinov2Model, Dinov2WithRegistersModel                                      -> VisionEncoder
+  LlavaForConditionalGeneration (both key layouts; CLIP or SigLIP tower)     -> VLM
+
+`dtype` is the parameter dtype, `compute_dtype` the activation dtype, and `overrides` replace
+other fgjax config fields (`feature_layer`, `input_size`, `remat`, ...). Both config schemas
+are read (v4 `rope_theta`/`rope_scaling`, v5 `rope_parameters`). The model is built
+abstractly and filled one tensor at a time, so loading never holds two copies of it.
+Missing, unexpected or mis-shaped tensors raise one `CheckpointMismatchError` listing them
+all; unreadable directories or files raise `CheckpointError`; architectures fgjax cannot
+represent raise `UnsupportedModelError` naming the supported ones.
+
+`save(model, path, *, max_shard_bytes=5 GiB)` writes config.json (v4 schema) and safetensors
+in the legacy key layout that every transformers version reads (weights and config only).
+
+Lower level: `configs.from_hf(dict) -> (arch, cfg)` and `config_export.to_hf(cfg) -> dict` convert
+configs; `keymaps` holds the per-architecture rules (fgjax path <-> HF key, with the tensor
+transform each way); `io.Checkpoint` reads tensors lazily.
+"""
+
+from fgjax.hf.config_export import to_hf
+from fgjax.hf.configs import UnsupportedModelError, from_hf
+from fgjax.hf.io import CheckpointError
+from fgjax.hf.loader import CheckpointMismatchError, load, save
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "UnsupportedModelError",
+    "from_hf",
+    "load",
+    "save",
+    "to_hf",
+]

@@ -1,0 +1,193 @@
+"""fgjax configs -> Hugging Face `config.json` dicts (the v4 schema, which transformers v4
+and v5 both read). `to_hf` refuses configs HF cannot express: reading its dict back with
+`configs.from_hf` must give the same model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fgjax.hf.configs import UnsupportedModelError, from_hf
+from fgjax.models.config import DecoderConfig, VitConfig, VLMConfig
+
+_HF_ACTS = {
+    "gelu": "gelu",
+    "gelu_tanh": "gelu_pytorch_tanh",
+    "quick_gelu": "quick_gelu",
+    "silu": "silu",
+}
+# fields HF configs do not carry: kept from the fgjax config when checking a round trip
+_RUNTIME_FIELDS = ("scan_layers", "remat", "dtype", "param_dtype", "input_size")
+
+_DECODER_ARCHS = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "gemma": "GemmaForCausalLM",
+}
+
+
+def decoder_to_hf(cfg: DecoderConfig) -> dict:
+    rope = cfg.rope
+    scaling = None
+    if rope.rope_type == "linear":
+        scaling = {"rope_type": "linear", "factor": rope.factor}
+    elif rope.rope_type == "llama3":
+        scaling = {
+            "rope_type": "llama3",
+            "factor": rope.factor,
+            "low_freq_factor": rope.low_freq_factor,
+            "high_freq_factor": rope.high_freq_factor,
+            "original_max_position_embeddings": rope.original_max_positions,
+        }
+    hf = {
+        "architectures": [_DECODER_ARCHS[cfg.family]],
+        "model_type": cfg.family,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.width,
+        "intermediate_size": cfg.mlp_dim,
+        "num_hidden_layers": cfg.depth,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.kv_heads,
+        "head_dim": cfg.dim_per_head,
+        "hidden_act": _HF_ACTS[cfg.act],
+        "max_position_embeddings": cfg.max_positions,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": rope.theta,
+        "rope_scaling": scaling,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "bos_token_id": cfg.bos_token_id,
+        "eos_token_id": cfg.eos_token_id,
+        "pad_token_id": cfg.pad_token_id,
+        "torch_dtype": cfg.param_dtype,
+    }
+    if cfg.family in ("llama", "gemma"):
+        hf["attention_bias"] = cfg.out_bias
+    if cfg.family == "llama":
+        hf["mlp_bias"] = cfg.mlp_bias
+    if cfg.family == "mistral":
+        hf["sliding_window"] = cfg.sliding_window
+    if cfg.family == "qwen2":
+        hf["use_sliding_window"] = False
+    return hf
+
+
+def vit_to_hf(cfg: VitConfig) -> dict:
+    hf = {
+        "hidden_size": cfg.width,
+        "num_hidden_layers": cfg.depth,
+        "num_attention_heads": cfg.num_heads,
+        "image_size": cfg.image_size,
+        "patch_size": cfg.patch_size,
+        "num_channels": cfg.num_channels,
+        "hidden_act": _HF_ACTS[cfg.act],
+        "layer_norm_eps": cfg.norm_eps,
+        "torch_dtype": cfg.param_dtype,
+    }
+    if cfg.family == "siglip":
+        arch, model_type = "SiglipVisionModel", "siglip_vision_model"
+        hf.update(intermediate_size=cfg.mlp_dim, vision_use_head=cfg.pool == "map")
+    elif cfg.family == "clip":
+        arch, model_type = "CLIPVisionModel", "clip_vision_model"
+        hf.update(intermediate_size=cfg.mlp_dim)
+    else:
+        registers = cfg.num_registers > 0 or cfg.pos_interp == "bicubic_aa"
+        arch = "Dinov2WithRegistersModel" if registers else "Dinov2Model"
+        model_type = "dinov2_with_registers" if registers else "dinov2"
+        ratio = cfg.mlp_dim / cfg.width
+        hf.update(
+            mlp_ratio=int(ratio) if ratio.is_integer() else ratio,
+            qkv_bias=cfg.qkv_bias,
+            layerscale_value=cfg.layer_scale_init,
+            use_swiglu_ffn=False,
+        )
+        if registers:
+            hf["num_register_tokens"] = cfg.num_registers
+        else:
+            hf["use_mask_token"] = cfg.mask_token
+    return {"architectures": [arch], "model_type": model_type, **hf}
+
+
+def vlm_to_hf(cfg: VLMConfig) -> dict:
+    if not isinstance(cfg.encoder, VitConfig):
+        raise UnsupportedModelError("HF LLaVA has a single vision tower; fused encoders differ")
+    vision = vit_to_hf(cfg.encoder)
+    del vision["architectures"], vision["torch_dtype"]
+    text = decoder_to_hf(cfg.decoder)
+    layer = cfg.encoder.feature_layer
+    return {
+        "architectures": ["LlavaForConditionalGeneration"],
+        "model_type": "llava",
+        "vision_config": vision,
+        "text_config": text,
+        "image_token_index": cfg.image_token_id,
+        "image_seq_length": cfg.encoder.num_features,
+        "vision_feature_layer": list(layer) if isinstance(layer, tuple) else layer,
+        "vision_feature_select_strategy": (
+            "default" if cfg.encoder.num_prefix_tokens and not cfg.encoder.keep_prefix else "full"
+        ),
+        "projector_hidden_act": "gelu",
+        "multimodal_projector_bias": cfg.projector.bias,
+        "tie_word_embeddings": cfg.decoder.tie_embeddings,
+        "pad_token_id": cfg.decoder.pad_token_id,
+        "torch_dtype": cfg.decoder.param_dtype,
+    }
+
+
+def to_hf(cfg) -> dict:
+    """An fgjax config -> a config.json dict (v4 schema). Raises UnsupportedModelError when
+    HF cannot express the config (reading the dict back must give the same model)."""
+    if isinstance(cfg, VLMConfig):
+        hf = vlm_to_hf(cfg)
+    elif isinstance(cfg, DecoderConfig):
+        hf = decoder_to_hf(cfg)
+    elif isinstance(cfg, VitConfig):
+        hf = vit_to_hf(cfg)
+    else:
+        raise UnsupportedModelError(f"no HF model for {type(cfg).__name__}")
+    _, back = from_hf(hf)
+    want, got = _comparable(cfg, cfg), _comparable(back, cfg)
+    if want != got:
+        raise UnsupportedModelError(
+            f"this {type(cfg).__name__} cannot be written as HF {hf['architectures'][0]}: "
+            f"{diff(want, got)} (fgjax value vs what HF can express)"
+        )
+    return hf
+
+
+def resolved(cfg):
+    """`cfg` with head_dim and num_kv_heads spelled out (None means a default), so that
+    equal models compare equal."""
+    if isinstance(cfg, VLMConfig):
+        return dataclasses.replace(
+            cfg, encoder=resolved(cfg.encoder), decoder=resolved(cfg.decoder)
+        )
+    return dataclasses.replace(cfg, head_dim=cfg.dim_per_head, num_kv_heads=cfg.kv_heads)
+
+
+def _comparable(cfg, reference, standalone=True):
+    """`cfg` resolved, with the fields HF configs do not carry taken from `reference`."""
+    if isinstance(cfg, VLMConfig):
+        return dataclasses.replace(
+            cfg,
+            encoder=_comparable(cfg.encoder, reference.encoder, standalone=False),
+            decoder=_comparable(cfg.decoder, reference.decoder),
+            image_layout=reference.image_layout,
+        )
+    cfg = resolved(cfg)
+    keep = {k: getattr(reference, k) for k in _RUNTIME_FIELDS if hasattr(reference, k)}
+    if isinstance(cfg, VitConfig) and standalone:
+        keep.update(feature_layer=reference.feature_layer, keep_prefix=reference.keep_prefix)
+    return dataclasses.replace(cfg, **keep)
+
+
+def diff(a, b, prefix="") -> str:
+    out = []
+    for field in dataclasses.fields(a):
+        x, y = getattr(a, field.name), getattr(b, field.name)
+        if dataclasses.is_dataclass(x) and dataclasses.is_dataclass(y) and type(x) is type(y):
+            sub = diff(x, y, f"{prefix}{field.name}.")
+            out += [sub] if sub else []
+        elif x != y:
+            out.append(f"{prefix}{field.name}={x!r} vs {y!r}")
+    return ", ".join(out)

@@ -1,0 +1,345 @@
+"""Parameter-name mapping between fgjax models and Hugging Face checkpoints, as data.
+
+Each architecture is a table of `Rule(fg, hf, transform)`: an fgjax parameter path, the HF
+key holding it (`{i}` = layer index) and a `Transform` that converts one tensor each way.
+`key_map(arch, cfg)` instantiates the tables for a model: per-layer rules expand to one HF
+key per layer, stacked along the leading `layers` axis when the fgjax model scans its layers.
+
+HF keys are canonical in the legacy layout that every transformers version reads (LLaVA:
+`vision_tower.vision_model.*`, `multi_modal_projector.*`, `language_model.model.*`,
+`language_model.lm_head.weight`; CLIP/SigLIP: `vision_model.*`). Other on-disk spellings are
+rewritten to it by `ALIASES` before matching; export writes the canonical keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable
+
+import numpy as np
+
+from fgjax.hf.configs import ARCHITECTURES
+from fgjax.models.config import VLMConfig
+
+# -- transforms: one tensor, HF layout <-> fgjax layout -----------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Same:
+    """Identical layout."""
+
+    def hf_shape(self, fg_shape):
+        return tuple(fg_shape)
+
+    def to_fg(self, x, fg_shape):
+        return x
+
+    def to_hf(self, x):
+        return x
+
+
+@dataclasses.dataclass(frozen=True)
+class Reshape:
+    """Same values, another shape: HF `[1, 1, D]` cls token, `[N*H]` head biases..."""
+
+    hf_shape_of: Callable[[tuple], tuple]
+
+    def hf_shape(self, fg_shape):
+        return tuple(self.hf_shape_of(tuple(fg_shape)))
+
+    def to_fg(self, x, fg_shape):
+        return x.reshape(fg_shape)
+
+    def to_hf(self, x):
+        return x.reshape(self.hf_shape(x.shape))
+
+
+@dataclasses.dataclass(frozen=True)
+class Linear:
+    """torch Linear weight [out, in] <-> kernel [*in_dims, *out_dims] whose first `in_dims`
+    axes are the inputs (q: [D] -> [N, H], in_dims 1; o: [N, H] -> [D], in_dims 2)."""
+
+    in_dims: int = 1
+
+    def hf_shape(self, fg_shape):
+        return (math.prod(fg_shape[self.in_dims :]), math.prod(fg_shape[: self.in_dims]))
+
+    def to_fg(self, x, fg_shape):
+        return x.T.reshape(fg_shape)
+
+    def to_hf(self, x):
+        return x.reshape(math.prod(x.shape[: self.in_dims]), -1).T
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+    """torch Conv2d weight [O, I, kh, kw] <-> flax kernel [kh, kw, I, O]."""
+
+    def hf_shape(self, fg_shape):
+        kh, kw, i, o = fg_shape
+        return (o, i, kh, kw)
+
+    def to_fg(self, x, fg_shape):
+        return x.transpose(2, 3, 1, 0)
+
+    def to_hf(self, x):
+        return x.transpose(3, 2, 0, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """Part `index` of `count` equal slices along HF axis 0 of a packed tensor (SigLIP's
+    MAP head stores q, k, v in one `in_proj`); `inner` converts the slice. Export
+    concatenates the parts in index order."""
+
+    index: int
+    count: int
+    inner: object
+
+    def hf_shape(self, fg_shape):
+        first, *rest = self.inner.hf_shape(fg_shape)
+        return (first * self.count, *rest)
+
+    def to_fg(self, x, fg_shape):
+        size = x.shape[0] // self.count
+        return self.inner.to_fg(x[self.index * size : (self.index + 1) * size], fg_shape)
+
+    def to_hf(self, x):
+        return self.inner.to_hf(x)
+
+
+SAME, LINEAR, LINEAR_OUT, CONV = Same(), Linear(1), Linear(2), Conv()
+FLAT = Reshape(lambda s: (math.prod(s),))  # head biases [N, H] <- [N*H]
+
+
+def lead_ones(n: int) -> Reshape:
+    """fgjax [...] <- HF [1]*n + [...] (DINOv2 cls/mask/register tokens, position table)."""
+    return Reshape(lambda s: (1,) * n + s)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    fg: str  # fgjax parameter path, "/"-joined; "{i}" marks the layer index
+    hf: str  # HF key; "{i}" marks the layer index
+    transform: object = SAME
+
+
+# -- the tables ------------------------------------------------------------------------------
+
+
+def _attention(fg: str, hf: str, names=("q_proj", "k_proj", "v_proj", "out_proj")) -> list:
+    """q/k/v/o projections with biases: fg "…/attn", hf "…self_attn" (no trailing dots)."""
+    rules = []
+    for short, name in zip("qkv", names[:3]):
+        rules.append(Rule(f"{fg}/{short}/kernel", f"{hf}.{name}.weight", LINEAR))
+        rules.append(Rule(f"{fg}/{short}/bias", f"{hf}.{name}.bias", FLAT))
+    rules.append(Rule(f"{fg}/o/kernel", f"{hf}.{names[3]}.weight", LINEAR_OUT))
+    rules.append(Rule(f"{fg}/o/bias", f"{hf}.{names[3]}.bias"))
+    return rules
+
+
+def _norm(fg: str, hf: str) -> list:
+    return [Rule(f"{fg}/scale", f"{hf}.weight"), Rule(f"{fg}/bias", f"{hf}.bias")]
+
+
+def _dense(fg: str, hf: str) -> list:
+    return [Rule(f"{fg}/kernel", f"{hf}.weight", LINEAR), Rule(f"{fg}/bias", f"{hf}.bias")]
+
+
+_BLOCK = "stack/blocks/{i}"
+_SIGLIP_CLIP_LAYER = "encoder.layers.{i}"
+SIGLIP_CLIP_RULES = [
+    Rule("patch_embed/kernel", "embeddings.patch_embedding.weight", CONV),
+    Rule("patch_embed/bias", "embeddings.patch_embedding.bias"),
+    Rule("pos_embed", "embeddings.position_embedding.weight"),
+    Rule("cls_token", "embeddings.class_embedding"),  # CLIP
+    *_norm("pre_norm", "pre_layrnorm"),  # CLIP (sic)
+    *_norm(f"{_BLOCK}/attn_norm", f"{_SIGLIP_CLIP_LAYER}.layer_norm1"),
+    *_attention(f"{_BLOCK}/attn", f"{_SIGLIP_CLIP_LAYER}.self_attn"),
+    *_norm(f"{_BLOCK}/mlp_norm", f"{_SIGLIP_CLIP_LAYER}.layer_norm2"),
+    *_dense(f"{_BLOCK}/mlp/fc1", f"{_SIGLIP_CLIP_LAYER}.mlp.fc1"),
+    *_dense(f"{_BLOCK}/mlp/fc2", f"{_SIGLIP_CLIP_LAYER}.mlp.fc2"),
+    *_norm("post_norm", "post_layernorm"),
+    # SigLIP's MAP head: torch MultiheadAttention packs q, k, v into in_proj
+    Rule("head/probe", "head.probe"),
+    *[
+        Rule(f"head/attn/{n}/kernel", "head.attention.in_proj_weight", Part(j, 3, LINEAR))
+        for j, n in enumerate("qkv")
+    ],
+    *[
+        Rule(f"head/attn/{n}/bias", "head.attention.in_proj_bias", Part(j, 3, FLAT))
+        for j, n in enumerate("qkv")
+    ],
+    Rule("head/attn/o/kernel", "head.attention.out_proj.weight", LINEAR_OUT),
+    Rule("head/attn/o/bias", "head.attention.out_proj.bias"),
+    *_norm("head/norm", "head.layernorm"),
+    *_dense("head/mlp/fc1", "head.mlp.fc1"),
+    *_dense("head/mlp/fc2", "head.mlp.fc2"),
+]
+
+_DINO_LAYER = "encoder.layer.{i}"
+DINOV2_RULES = [
+    Rule("patch_embed/kernel", "embeddings.patch_embeddings.projection.weight", CONV),
+    Rule("patch_embed/bias", "embeddings.patch_embeddings.projection.bias"),
+    Rule("pos_embed", "embeddings.position_embeddings", lead_ones(1)),
+    Rule("cls_token", "embeddings.cls_token", lead_ones(2)),
+    Rule("mask_token", "embeddings.mask_token", lead_ones(1)),
+    Rule("registers", "embeddings.register_tokens", lead_ones(1)),
+    *_norm(f"{_BLOCK}/attn_norm", f"{_DINO_LAYER}.norm1"),
+    *_attention(
+        f"{_BLOCK}/attn",
+        f"{_DINO_LAYER}.attention",
+        ("attention.query", "attention.key", "attention.value", "output.dense"),
+    ),
+    Rule(f"{_BLOCK}/attn_scale", f"{_DINO_LAYER}.layer_scale1.lambda1"),
+    *_norm(f"{_BLOCK}/mlp_norm", f"{_DINO_LAYER}.norm2"),
+    *_dense(f"{_BLOCK}/mlp/fc1", f"{_DINO_LAYER}.mlp.fc1"),
+    *_dense(f"{_BLOCK}/mlp/fc2", f"{_DINO_LAYER}.mlp.fc2"),
+    Rule(f"{_BLOCK}/mlp_scale", f"{_DINO_LAYER}.layer_scale2.lambda1"),
+    *_norm("post_norm", "layernorm"),
+]
+
+_LM_LAYER = "model.layers.{i}"
+DECODER_RULES = [
+    Rule("embedding", "model.embed_tokens.weight"),
+    Rule(f"{_BLOCK}/attn_norm/scale", f"{_LM_LAYER}.input_layernorm.weight"),
+    *_attention(
+        f"{_BLOCK}/attn", f"{_LM_LAYER}.self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")
+    ),
+    Rule(f"{_BLOCK}/mlp_norm/scale", f"{_LM_LAYER}.post_attention_layernorm.weight"),
+    *[
+        rule
+        for name in ("gate", "up", "down")
+        for rule in _dense(f"{_BLOCK}/mlp/{name}", f"{_LM_LAYER}.mlp.{name}_proj")
+    ],
+    Rule("final_norm/scale", "model.norm.weight"),
+    Rule("lm_head", "lm_head.weight", LINEAR),
+]
+
+
+def projector_rules(num_layers: int) -> list:
+    """LLaVA's multi_modal_projector.linear_{1,2,...}."""
+    return [rule for j in range(num_layers) for rule in _dense(f"layers/{j}", f"linear_{j + 1}")]
+
+
+# on-disk spellings -> canonical keys, per architecture kind: (regex, replacement)
+_DINOV2_ALIASES = [  # transformers' in-memory names (a raw state_dict dump)
+    (r"\.attention\.q_proj\.", ".attention.attention.query."),
+    (r"\.attention\.k_proj\.", ".attention.attention.key."),
+    (r"\.attention\.v_proj\.", ".attention.attention.value."),
+    (r"\.attention\.o_proj\.", ".attention.output.dense."),
+]
+ALIASES = {
+    "siglip": [(r"^(?!vision_model\.)", "vision_model.")],  # transformers 5 drops the prefix
+    "clip": [(r"^(?!vision_model\.)", "vision_model.")],
+    "dinov2": _DINOV2_ALIASES,
+    "llava": [  # the 4.52+ layout, then towers saved without `vision_model.`
+        (r"^model\.language_model\.", "language_model.model."),
+        (r"^lm_head\.", "language_model.lm_head."),
+        (r"^model\.vision_tower\.", "vision_tower."),
+        (r"^model\.multi_modal_projector\.", "multi_modal_projector."),
+        (r"^vision_tower\.(?!vision_model\.)", "vision_tower.vision_model."),
+    ],
+}
+# keys that are not parameters (buffers) or belong to parts fgjax does not build
+IGNORED = [r"(^|\.)position_ids$", r"rotary_emb\.inv_freq$"]
+_DUAL_ENCODER_IGNORED = [r"^text_model\.", r"^logit_(scale|bias)$", r"^(text|visual)_projection\."]
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One fgjax parameter: its HF key per layer (stacked along axis 0 when `stacked`)."""
+
+    fg: str
+    hf: tuple[str, ...]
+    transform: object
+    stacked: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyMap:
+    entries: dict  # fgjax path -> Entry, for every rule whose parameter the model may have
+    aliases: list
+    ignored: list
+
+    def canonical(self, key: str) -> str:
+        for pattern, replacement in self.aliases:
+            key = re.sub(pattern, replacement, key)
+        return key
+
+    def is_ignored(self, key: str) -> bool:
+        return any(re.search(pattern, key) for pattern in self.ignored)
+
+
+def _expand(rules, depth: int, scanned: bool, fg_prefix: str = "", hf_prefix: str = ""):
+    out = {}
+    for rule in rules:
+        fg, hf = fg_prefix + rule.fg, hf_prefix + rule.hf
+        if "{i}" not in rule.fg:
+            out[fg] = Entry(fg, (hf,), rule.transform, False)
+        elif scanned:
+            path = fg.replace("/{i}", "")
+            out[path] = Entry(
+                path, tuple(hf.format(i=i) for i in range(depth)), rule.transform, True
+            )
+        else:
+            for i in range(depth):
+                path = fg.format(i=i)
+                out[path] = Entry(path, (hf.format(i=i),), rule.transform, False)
+    return out
+
+
+def _vit_rules(cfg):
+    return DINOV2_RULES if cfg.family == "dinov2" else SIGLIP_CLIP_RULES
+
+
+def key_map(arch: str, cfg) -> KeyMap:
+    """The KeyMap of a supported HF architecture for the fgjax config `cfg`."""
+    kind = ARCHITECTURES[arch]
+    ignored = list(IGNORED)
+    if isinstance(cfg, VLMConfig):
+        enc, dec = cfg.encoder, cfg.decoder
+        entries = {
+            **_expand(
+                _vit_rules(enc), enc.depth, enc.scan_layers, "encoder/", "vision_tower.vision_model."
+            ),
+            **_expand(projector_rules(cfg.projector.depth), 0, False, "projector/",
+                      "multi_modal_projector."),
+            **_expand(DECODER_RULES, dec.depth, dec.scan_layers, "decoder/", "language_model."),
+        }  # fmt: skip
+        if dec.tie_embeddings:  # some checkpoints store the tied head anyway; HF ignores it
+            ignored.append(r"^language_model\.lm_head\.weight$")
+        return KeyMap(entries, ALIASES["llava"], ignored)
+    if kind in ("siglip", "clip", "dinov2"):
+        prefix = "" if kind == "dinov2" else "vision_model."
+        if arch in ("SiglipModel", "CLIPModel"):
+            ignored += _DUAL_ENCODER_IGNORED
+        entries = _expand(_vit_rules(cfg), cfg.depth, cfg.scan_layers, "", prefix)
+        return KeyMap(entries, ALIASES[kind], ignored)
+    if cfg.tie_embeddings:
+        ignored.append(r"^lm_head\.weight$")
+    return KeyMap(_expand(DECODER_RULES, cfg.depth, cfg.scan_layers), [], ignored)
+
+
+def hf_tensors(keymap: KeyMap, params: dict):
+    """Inverse mapping for export: {fgjax path: array} -> iterator of (HF key, np.ndarray),
+    one per HF key (packed parts concatenated), in the order of `keymap.entries`."""
+    packed = {}
+    for path, entry in keymap.entries.items():
+        if path not in params:
+            continue
+        value = np.asarray(params[path])
+        layers = list(value) if entry.stacked else [value]
+        for key, layer in zip(entry.hf, layers):
+            tensor = entry.transform.to_hf(layer)
+            if isinstance(entry.transform, Part):
+                packed.setdefault(key, {})[entry.transform.index] = tensor
+                if len(packed[key]) == entry.transform.count:
+                    parts = packed.pop(key)
+                    yield key, np.concatenate([parts[j] for j in sorted(parts)])
+            else:
+                yield key, np.ascontiguousarray(tensor)
+    if packed:
+        raise ValueError(f"incomplete packed tensors: {sorted(packed)}")

@@ -1,0 +1,163 @@
+"""Training data from config: sources -> records -> fixed-shape examples -> grain batches.
+
+config.data:
+  sources   list of {name, weight, ...}: "llava_json" (path, image_root) for LLaVA-558K/665K,
+            "specimens" (split, kind = "captions" | "instruct" | "text") for the built-in data
+  tokenizer a tokenizer.json / sentencepiece file or directory
+  template  prompt template name ("plain", "vicuna_v1", ...)
+  max_length, preprocess (image mode, None for the tower's default), strict (bad rows raise)
+
+Records are {"image": u8[H, W, 3] | None, "conversations": [...]} (LLaVA turns) or
+{"text": str} (plain text, for language-model training). Examples are
+tokens i32[T], loss_mask bool[T], input_mask bool[T] and, for a VLM, images f32[S, S, 3]
+(a tuple per tower for a fused encoder; zeros for text-only rows, never read).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from fgjax.data import images as image_ops
+from fgjax.data import pipeline
+from fgjax.data.conversation import ConversationEncoder, SampleError
+from fgjax.data.llava_json import LlavaJsonSource
+from fgjax.data.tokenizer import Tokenizer, add_image_token, load_tokenizer
+from fgjax.models.config import DecoderConfig, VLMConfig
+
+# name -> function(spec) returning a random-access source of records
+SOURCES: dict[str, Callable] = {
+    "llava_json": lambda spec: LlavaJsonSource(
+        spec["path"], spec.get("image_root"), strict=spec.get("strict", False)
+    ),
+}
+
+
+def register_source(name: str, make: Callable) -> None:
+    SOURCES[name] = make
+
+
+def make_source(spec: dict):
+    name = spec.get("name")
+    if name not in SOURCES:
+        _register_builtin_sources()
+    if name not in SOURCES:
+        raise ValueError(f"unknown training data source {name!r}; available: {sorted(SOURCES)}")
+    return SOURCES[name](spec)
+
+
+def _register_builtin_sources() -> None:
+    # the built-in procedural data registers itself on import
+    import fgjax.data.specimens  # noqa: F401
+
+
+def tokenizer_for(data_cfg, *, image_token: bool) -> Tokenizer:
+    tok = load_tokenizer(data_cfg.tokenizer)
+    if image_token and tok.token_to_id("<image>") is None:
+        add_image_token(tok)
+    return tok
+
+
+def pad_to(values: np.ndarray, length: int, fill) -> np.ndarray:
+    out = np.full((length,), fill, values.dtype)
+    out[: len(values)] = values
+    return out
+
+
+class ConversationTransform:
+    """Record -> example for a VLM (or a decoder, when `preprocess` is None)."""
+
+    def __init__(self, encoder: ConversationEncoder, max_length: int, pad_id: int, preprocess=None):
+        self.encoder, self.max_length, self.pad_id, self.preprocess = (
+            encoder,
+            max_length,
+            pad_id,
+            preprocess,
+        )
+        self.skipped = 0
+
+    def __call__(self, record):
+        if record is None:  # the source already skipped and counted it
+            return None
+        try:
+            if "text" in record:
+                tokens, loss_mask = self._plain_text(record["text"])
+            else:
+                sample = self.encoder.encode(
+                    record["conversations"], has_image=record.get("image") is not None
+                )
+                tokens, loss_mask = sample.tokens, sample.loss_mask
+        except SampleError as error:
+            self.skipped += 1
+            self._consecutive += 1
+            logging.warning("skipping sample %s: %s", record.get("id", "?"), error)
+            if self._consecutive >= self.MAX_CONSECUTIVE_SKIPS:
+                raise ValueError(
+                    f"{self._consecutive} samples in a row could not be encoded (last: {error}); "
+                    f"check config.data (max_length={self.max_length}, template) against the data"
+                ) from error
+            return None
+        self._consecutive = 0
+        example = {
+            "tokens": pad_to(tokens, self.max_length, self.pad_id),
+            "loss_mask": pad_to(loss_mask, self.max_length, False),
+            "input_mask": pad_to(np.ones(len(tokens), bool), self.max_length, False),
+        }
+        if self.preprocess is not None:
+            example["images"] = self._image(record.get("image"))
+        return example
+
+    def _plain_text(self, text: str):
+        tok = self.encoder.tokenizer
+        ids = tok.encode(text, add_bos=tok.bos_id is not None)[: self.max_length - 1] + [tok.eos_id]
+        mask = np.ones(len(ids), bool)
+        mask[0] = tok.bos_id is None  # BOS is never a target
+        return np.asarray(ids, np.int32), mask
+
+    def _image(self, image):
+        configs = self.preprocess if isinstance(self.preprocess, tuple) else (self.preprocess,)
+        if image is None:
+            arrays = tuple(np.zeros((c.size, c.size, 3), np.float32) for c in configs)
+        else:
+            arrays = image_ops.preprocess(image, configs)
+        return arrays if isinstance(self.preprocess, tuple) else arrays[0]
+
+
+def train_dataset(
+    config, model_cfg: VLMConfig | DecoderConfig, tokenizer: Tokenizer, shard: pipeline.HostShard
+):
+    """The batched training stream of this process and the transform (for skip counts)."""
+    data_cfg = config.data
+    is_vlm = isinstance(model_cfg, VLMConfig)
+    max_length = int(data_cfg.max_length)
+    if is_vlm:
+        encoder = ConversationEncoder.for_model(
+            tokenizer, data_cfg.template, model_cfg, max_length=max_length
+        )
+        preprocess = image_ops.preprocess_config_for(
+            model_cfg.encoder, mode=data_cfg.get("preprocess")
+        )
+        preprocess = tuple(preprocess) if isinstance(preprocess, (list, tuple)) else preprocess
+    else:
+        encoder = ConversationEncoder(
+            tokenizer, data_cfg.template, num_image_tokens=1, max_length=max_length
+        )  # images never occur in text-only data
+        preprocess = None
+    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+    transform = ConversationTransform(encoder, max_length, pad_id, preprocess)
+    specs = [dict(s) for s in data_cfg.sources]
+    sources = [make_source(s) for s in specs]
+    for spec, source in zip(specs, sources):
+        logging.info("training source %s: %d records", spec.get("name"), len(source))
+    weights = [float(s.get("weight", 1.0)) for s in specs] if len(specs) > 1 else None
+    ds = pipeline.training_dataset(
+        sources,
+        transform,
+        global_batch_size=int(config.batch_size),
+        seed=int(config.seed),
+        weights=weights,
+        shard=shard,
+    )
+    return ds, transform, sources

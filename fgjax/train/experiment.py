@@ -1,0 +1,152 @@
+"""Everything a training config determines before any data is read or weight allocated: the
+mesh, the model config, parameter groups and trainable flags, shardings, the optimizer and the
+jitted step. The trainer runs it; the fit check and tests compile it ahead of time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from fgjax import models
+from fgjax.models.config import FusedVitConfig, VLMConfig
+from fgjax.models.partitioning import DEFAULT_RULES, activation_sharding
+from fgjax.train import optim, sharding, tasks
+from fgjax.train.step import TrainState, make_train_step
+
+
+@dataclasses.dataclass
+class Experiment:
+    config: Any
+    mesh: Mesh
+    rules: tuple
+    task: Any
+    model_cfg: Any
+    graphdef: nnx.GraphDef
+    abstract_params: dict  # ShapeDtypeStructs, the full model
+    path_groups: dict[str, str]
+    flags: dict[str, bool]
+    param_shardings: dict
+    frozen_shardings: dict
+    state_shardings: TrainState
+    batch_sharding: NamedSharding
+    tx: Any
+    schedules: dict
+    step: Any  # the jitted step(state, frozen, batch) -> (state, metrics)
+
+    @property
+    def total_steps(self) -> int:
+        return int(self.config.num_steps)
+
+    def abstract_state(self) -> TrainState:
+        """The train state as ShapeDtypeStructs with shardings."""
+        trainable, _ = optim.split(self.abstract_params, self.path_groups, self.flags)
+        shapes = TrainState(
+            jax.ShapeDtypeStruct((), jnp.int32),
+            trainable,
+            jax.eval_shape(self.tx.init, trainable),
+            jax.ShapeDtypeStruct((2,), jnp.uint32),
+        )
+        return jax.tree.map(_with_sharding, shapes, self.state_shardings)
+
+    def abstract_frozen(self) -> dict:
+        _, frozen = optim.split(self.abstract_params, self.path_groups, self.flags)
+        return jax.tree.map(_with_sharding, frozen, self.frozen_shardings)
+
+    def abstract_batch(self) -> dict:
+        """The global batch as ShapeDtypeStructs: tokens i32[B, T], loss_mask and input_mask
+        bool[B, T], and for a VLM images f32[B, S, S, 3] (a tuple per tower when fused)."""
+        batch, length = int(self.config.batch_size), int(self.config.data.max_length)
+        spec = {
+            "tokens": jax.ShapeDtypeStruct((batch, length), jnp.int32),
+            "loss_mask": jax.ShapeDtypeStruct((batch, length), bool),
+            "input_mask": jax.ShapeDtypeStruct((batch, length), bool),
+        }
+        if isinstance(self.model_cfg, VLMConfig):
+            enc = self.model_cfg.encoder
+            towers = enc.towers if isinstance(enc, FusedVitConfig) else (enc,)
+            images = tuple(
+                jax.ShapeDtypeStruct((batch, t.resolution, t.resolution, 3), jnp.float32)
+                for t in towers
+            )
+            spec["images"] = images if isinstance(enc, FusedVitConfig) else images[0]
+        return jax.tree.map(lambda s: _with_sharding(s, self.batch_sharding), spec)
+
+    def lower(self):
+        """The step lowered for abstract inputs (no memory allocated)."""
+        with activation_sharding(self.mesh, self.rules):
+            return self.step.lower(
+                self.abstract_state(), self.abstract_frozen(), self.abstract_batch()
+            )
+
+    def compile(self):
+        return self.lower().compile()
+
+
+def _with_sharding(leaf, sharding_):
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding_)
+
+
+def validate_batch(config, mesh: Mesh) -> None:
+    """Batch checks that must fail before anything compiles, each saying what to change."""
+    dp = sharding.data_parallel_size(mesh)
+    batch, accum = int(config.batch_size), int(config.get("grad_accum", 1))
+    if batch % (dp * accum):
+        raise ValueError(
+            f"batch_size={batch} must be divisible by the data-parallel size ({dp} = data x fsdp) times "
+            f"grad_accum ({accum}); use a multiple of {dp * accum}, or change config.mesh"
+        )
+    if batch % jax.process_count():
+        raise ValueError(
+            f"batch_size={batch} must be divisible by the {jax.process_count()} processes"
+        )
+    if int(config.num_steps) < 1:
+        raise ValueError(f"num_steps={config.num_steps}; train for at least one step")
+
+
+def build(config, devices=None) -> Experiment:
+    """Validates `config` and derives the experiment; raises before compiling on bad input."""
+    task = tasks.get(config.get("task", "vlm"))
+    if devices is None and config.get("num_devices"):
+        devices = jax.devices()[: int(config.num_devices)]
+    mesh = sharding.make_mesh(config.get("mesh", {"data": -1}), devices)
+    validate_batch(config, mesh)
+    rules = tuple(tuple(r) for r in (config.get("sharding_rules", None) or DEFAULT_RULES))
+    model_cfg = task.model_config(config)
+
+    graphdef, abstract_state = nnx.split(models.abstract(model_cfg))
+    abstract_params = nnx.to_pure_dict(abstract_state)
+    path_groups = optim.assign_groups(list(optim.flatten(abstract_params)), task.groups)
+    flags = optim.resolve_trainable(config.get("stage"), config.get("trainable"), task.groups)
+    param_sh = sharding.state_shardings(abstract_state, mesh, rules)
+    trainable_sh, frozen_sh = optim.split(param_sh, path_groups, flags)
+    trainable_abs, _ = optim.split(abstract_params, path_groups, flags)
+    tx, schedules = optim.make_optimizer(
+        config.optim, trainable_abs, path_groups, int(config.num_steps)
+    )
+    replicated = NamedSharding(mesh, PartitionSpec())
+    opt_sh = sharding.optimizer_shardings(
+        jax.eval_shape(tx.init, trainable_abs), trainable_sh, mesh
+    )
+    state_sh = TrainState(replicated, trainable_sh, opt_sh, replicated)
+    batch_sh = sharding.batch_sharding(mesh)
+
+    nan_step = int(config.get("debug", {}).get("nan_at_step", -1))  # tests plant a NaN loss here
+    step_fn = make_train_step(
+        graphdef, task.loss_fn(flags), tx, int(config.get("grad_accum", 1)), nan_step
+    )
+    jitted = jax.jit(
+        step_fn,
+        in_shardings=(state_sh, frozen_sh, batch_sh),
+        out_shardings=(state_sh, replicated),
+        donate_argnums=(0,),
+    )
+    return Experiment(
+        config, mesh, rules, task, model_cfg, graphdef, abstract_params, path_groups, flags,
+        param_sh, frozen_sh, state_sh, batch_sh, tx, schedules, jitted,
+    )  # fmt: skip

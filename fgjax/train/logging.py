@@ -1,0 +1,74 @@
+"""The one place that talks to clu: metric writers (TensorBoard + console) and periodic
+progress/profiling actions. Swap clu out here if needed."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import jax
+from clu import metric_writers, periodic_actions
+
+
+class Logger:
+    """Scalars to TensorBoard (process 0) and the console; clu's ReportProgress gives steps/s
+    and an ETA; an optional profiler window captures a trace."""
+
+    def __init__(
+        self, workdir: str, total_steps: int, *, profile_steps: tuple[int, int] | None = None
+    ):
+        self.writer = metric_writers.create_default_writer(
+            workdir, just_logging=jax.process_index() > 0, asynchronous=True
+        )
+        self.progress = periodic_actions.ReportProgress(
+            num_train_steps=total_steps, writer=self.writer
+        )
+        self.profile = None
+        if profile_steps:
+            first, count = profile_steps
+            self.profile = periodic_actions.Profile(
+                logdir=workdir, first_profile=first, num_profile_steps=count
+            )
+        self.total_steps = total_steps
+        self._last_log = time.monotonic()
+
+    def step(self, step: int) -> None:
+        """Call once per finished step: progress report and profiler window."""
+        self.progress(step)
+        if self.profile is not None:
+            self.profile(step)
+
+    def scalars(self, step: int, values: dict) -> None:
+        self.writer.write_scalars(step, {k: float(v) for k, v in values.items()})
+
+    def hparams(self, values: dict) -> None:
+        self.writer.write_hparams(values)
+
+    def text(self, step: int, values: dict) -> None:
+        self.writer.write_texts(step, values)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+class _QuietLibraries(logging.Filter):
+    """Drops INFO chatter of Orbax and grain (they log every save step); keeps warnings."""
+
+    NOISY = ("/orbax/", "/grain/", "/tensorstore/")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not any(
+            p in record.pathname for p in self.NOISY
+        )
+
+
+def setup_python_logging() -> None:
+    """INFO-level logs, library chatter filtered, once."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    root.setLevel(logging.INFO)
+    for handler in root.handlers:
+        if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+            handler.addFilter(_QuietLibraries())

@@ -1,0 +1,168 @@
+"""The training loop, one linear function in the big_vision style: each banner is one phase.
+
+    python -m fgjax.main --config=configs/<file>.py[:args] --workdir=DIR
+
+Rerunning the same command resumes from the newest readable checkpoint in DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from fgjax import distributed, native
+from fgjax.data import pipeline
+from fgjax.models import config as model_config
+from fgjax.models.partitioning import activation_sharding
+from fgjax.train import checkpoint, experiment, flops, init, optim
+from fgjax.train import data as train_data
+from fgjax.train.logging import Logger, setup_python_logging
+from fgjax.train.step import TrainState
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or gradient became NaN/inf; the last checkpoint is intact."""
+
+
+def train(config, workdir: str) -> dict:
+    """Trains per `config` in `workdir`; returns the last logged metrics."""
+    # ---------------------------------------------------------------- start-up, logging
+    distributed.initialize()
+    setup_python_logging()
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    is_vlm = config.get("task", "vlm") == "vlm"
+
+    # ---------------------------------------------------------------- tokenizer, config checks, mesh
+    tokenizer = train_data.tokenizer_for(config.data, image_token=is_vlm)
+    if is_vlm and config.model.get("image_token_id") is None:
+        config.model.image_token_id = tokenizer.token_to_id("<image>")
+    exp = experiment.build(config)
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        (workdir / "model_config.json").write_text(
+            json.dumps(model_config.to_dict(exp.model_cfg), indent=2)
+        )
+    logging.info(
+        "mesh %s over %d devices, %d processes",
+        dict(exp.mesh.shape),
+        exp.mesh.size,
+        jax.process_count(),
+    )
+    logging.info("parameters by group:")
+    optim.log_counts(optim.count_report(exp.abstract_params, exp.path_groups, exp.flags))
+
+    # ---------------------------------------------------------------- input pipeline
+    train_ds, transform, sources = train_data.train_dataset(
+        config, exp.model_cfg, tokenizer, pipeline.HostShard.current()
+    )
+    data_iter = iter(train_ds)
+
+    # ---------------------------------------------------------------- resume, or initialize
+    ckpt = checkpoint.Checkpointer(
+        workdir / "checkpoints",
+        every_steps=int(config.checkpoint.every_steps),
+        keep=int(config.checkpoint.get("keep", 2)),
+        asynchronous=bool(config.checkpoint.get("asynchronous", True)),
+    )
+    restored = ckpt.restore_latest(
+        {"state": exp.abstract_state(), "frozen": exp.abstract_frozen()}, data_iter
+    )
+    if restored is None:
+        state, frozen = _fresh_state(exp)
+        logging.info("starting from scratch")
+    else:
+        step, tree = restored
+        state, frozen = TrainState(*tree["state"]), tree["frozen"]
+        logging.info("resumed from the checkpoint at step %d", step)
+
+    # ---------------------------------------------------------------- the loop
+    total = exp.total_steps
+    logger = Logger(str(workdir), total, profile_steps=config.get("profile_steps"))
+    step_flops = exp.task.step_flops(
+        exp.model_cfg, int(config.batch_size), int(config.data.max_length), exp.flags
+    )
+    peak = flops.peak_flops(jax.devices()[0].device_kind, config.get("peak_flops_per_device"))
+    log_every = int(config.get("log_every", 10))
+    pending, metrics = [], {}
+    since, since_step = time.perf_counter(), int(state.step)
+    with activation_sharding(exp.mesh, exp.rules):
+        for step in range(int(state.step), total):
+            batch = pipeline.to_global(next(data_iter), exp.batch_sharding)
+            state, step_metrics = exp.step(state, frozen, batch)
+            pending.append((step + 1, step_metrics))
+            logger.step(step + 1)
+            save_now = (step + 1) % ckpt.every_steps == 0 or step + 1 == total
+            if (step + 1) % log_every == 0 or save_now:
+                metrics = _flush(
+                    pending,
+                    logger,
+                    exp.schedules,
+                    since,
+                    since_step,
+                    step_flops,
+                    peak,
+                    exp.mesh.size,
+                )
+                pending, since, since_step = [], time.perf_counter(), step + 1
+            if save_now:  # metrics were checked to be finite just above
+                ckpt.save(step + 1, {"state": state, "frozen": frozen}, data_iter, force=True)
+    ckpt.close()
+
+    # ---------------------------------------------------------------- parameters export, data report
+    native.save(workdir / init.PARAMS_EXPORT, exp.model_cfg, optim.merge(state.params, frozen))
+    report = {"skipped_samples": transform.skipped}
+    for spec, source in zip(config.data.sources, sources):
+        if hasattr(source, "report"):
+            report[spec.get("name")] = source.report()
+    logging.info("data report: %s", report)
+    logger.close()
+    return {**metrics, "step": int(state.step)}
+
+
+def _fresh_state(exp: experiment.Experiment):
+    config = exp.config
+    params = init.initial_params(
+        config.get("init"), exp.model_cfg, exp.param_shardings, int(config.seed)
+    )
+    trainable, frozen = optim.split(params, exp.path_groups, exp.flags)
+    opt_state = jax.jit(exp.tx.init, out_shardings=exp.state_shardings.opt_state)(trainable)
+    rng = jax.device_put(
+        jax.random.key_data(jax.random.key(int(config.seed))), exp.state_shardings.rng
+    )
+    step = jax.device_put(jnp.zeros((), jnp.int32), exp.state_shardings.step)
+    return TrainState(step, trainable, opt_state, rng), frozen
+
+
+def _flush(pending, logger, schedules, since, since_step, step_flops, peak, num_devices) -> dict:
+    """Fetches the metrics of the steps since the last flush, stops on a non-finite one, and
+    writes scalars for the newest."""
+    host = [(step, jax.device_get(m)) for step, m in pending]
+    for step, m in host:
+        if not bool(m["finite"]):
+            raise NonFiniteError(
+                f"non-finite loss or gradient at step {step} (loss={float(m['loss'])}, "
+                f"grad_norm={float(m['grad_norm'])}): that update was skipped and training stopped. "
+                "The last checkpoint is intact; lower the learning rate, check the data or use float32, then rerun."
+            )
+    step, m = host[-1]
+    seconds = (time.perf_counter() - since) / max(step - since_step, 1)
+    out = {
+        "loss": float(m["loss"]),
+        "grad_norm": float(m["grad_norm"]),
+        "token_accuracy": float(m["correct"]) / max(float(m["tokens"]), 1.0),
+        "step_time": seconds,
+        "tokens_per_sec": float(m["input_tokens"]) / seconds,
+        "achieved_tflops_per_device": step_flops / seconds / num_devices / 1e12,
+    }
+    for group, schedule in schedules.items():
+        out[f"lr/{group}"] = float(schedule(step - 1))
+    if peak:
+        out["mfu"] = step_flops / seconds / (peak * num_devices)
+    logger.scalars(step, out)
+    return out

@@ -1,0 +1,82 @@
+"""Tiny training setups shared by the training tests: a LLaVA-format JSON dataset of small
+images written to a temporary directory, a tokenizer trained on the fly, and a config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from fgjax.data.tokenizer_train import tiny_tokenizer
+
+WORDS = "red green blue small large round square striped dotted bird flower leaf shell".split()
+
+
+def write_dataset(root: Path, num_rows: int = 48, seed: int = 0) -> dict:
+    """Writes images and a LLaVA-558K-style caption file (plus a few multi-turn and text-only
+    rows); returns paths."""
+    rng = np.random.RandomState(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(num_rows):
+        image = (rng.rand(24 + i % 9, 32, 3) * 255).astype(np.uint8)
+        Image.fromarray(image).save(root / "images" / f"{i}.png")
+        words = " ".join(rng.choice(WORDS, size=2 + i % 5))  # unequal numbers of trained tokens
+        turns = [
+            {"from": "human", "value": "<image>\nDescribe it."},
+            {"from": "gpt", "value": words},
+        ]
+        if i % 7 == 3:
+            turns += [
+                {"from": "human", "value": "And the colour?"},
+                {"from": "gpt", "value": rng.choice(WORDS)},
+            ]
+        row = {"id": str(i), "image": f"{i}.png", "conversations": turns}
+        if i % 11 == 5:
+            row.pop("image")
+            turns[0]["value"] = "Say something."
+        rows.append(row)
+    path = root / "data.json"
+    path.write_text(json.dumps(rows))
+    tok = tiny_tokenizer("bpe", vocab_size=300)
+    tok.save(str(root / "tokenizer"))
+    return {
+        "json": str(path),
+        "images": str(root / "images"),
+        "tokenizer": str(root / "tokenizer"),
+        "vocab": tok.vocab_size,
+    }
+
+
+def tiny_config(
+    data: dict, *, stage="align", steps=3, batch=8, accum=1, mesh=None, template="vicuna_v1"
+) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.job = "train"
+    c.task = "vlm"
+    c.seed = 0
+    c.model = dict(
+        encoder="tiny_clip",
+        decoder="tiny_llama",
+        projector="mlp2x_gelu",
+        decoder_overrides={"vocab_size": data["vocab"]},
+    )
+    c.stage = stage
+    c.optim = dict(lr=1e-2, warmup_steps=1, schedule="cosine", weight_decay=0.01, clip_norm=1.0)
+    c.data = dict(
+        sources=[{"name": "llava_json", "path": data["json"], "image_root": data["images"]}],
+        tokenizer=data["tokenizer"],
+        template=template,
+        max_length=160,
+        preprocess=None,
+    )
+    c.batch_size = batch
+    c.grad_accum = accum
+    c.num_steps = steps
+    c.mesh = mesh or {"data": -1}
+    c.checkpoint = dict(every_steps=2, keep=3, asynchronous=False)
+    c.log_every = 1
+    return c
