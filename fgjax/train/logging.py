@@ -3,16 +3,17 @@ progress/profiling actions. Swap clu out here if needed."""
 
 from __future__ import annotations
 
+import json
 import logging
-import time
+from pathlib import Path
 
 import jax
 from clu import metric_writers, periodic_actions
 
 
 class Logger:
-    """Scalars to TensorBoard (process 0) and the console; clu's ReportProgress gives steps/s
-    and an ETA; an optional profiler window captures a trace."""
+    """Scalars to TensorBoard and metrics.jsonl (process 0) and the console; clu's
+    ReportProgress gives steps/s and an ETA; an optional profiler window captures a trace."""
 
     def __init__(
         self, workdir: str, total_steps: int, *, profile_steps: tuple[int, int] | None = None
@@ -30,7 +31,7 @@ class Logger:
                 logdir=workdir, first_profile=first, num_profile_steps=count
             )
         self.total_steps = total_steps
-        self._last_log = time.monotonic()
+        self.jsonl = Path(workdir) / "metrics.jsonl" if jax.process_index() == 0 else None
 
     def step(self, step: int) -> None:
         """Call once per finished step: progress report and profiler window."""
@@ -39,7 +40,11 @@ class Logger:
             self.profile(step)
 
     def scalars(self, step: int, values: dict) -> None:
-        self.writer.write_scalars(step, {k: float(v) for k, v in values.items()})
+        values = {k: float(v) for k, v in values.items()}
+        self.writer.write_scalars(step, values)
+        if self.jsonl is not None:
+            with self.jsonl.open("a") as f:
+                f.write(json.dumps({"step": step, **values}) + "\n")
 
     def hparams(self, values: dict) -> None:
         self.writer.write_hparams(values)

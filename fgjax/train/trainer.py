@@ -74,7 +74,7 @@ def train(config, workdir: str) -> dict:
         {"state": exp.abstract_state(), "frozen": exp.abstract_frozen()}, data_iter
     )
     if restored is None:
-        state, frozen = _fresh_state(exp)
+        state, frozen = fresh_state(exp)
         logging.info("starting from scratch")
     else:
         step, tree = restored
@@ -125,11 +125,16 @@ def train(config, workdir: str) -> dict:
     return {**metrics, "step": int(state.step)}
 
 
-def _fresh_state(exp: experiment.Experiment):
+def fresh_state(exp: experiment.Experiment, params: dict | None = None):
+    """(TrainState at step 0, frozen parameters). `params` (full, any placement) replaces the
+    configured initialization, e.g. to start several meshes from identical weights."""
     config = exp.config
-    params = init.initial_params(
-        config.get("init"), exp.model_cfg, exp.param_shardings, int(config.seed)
-    )
+    if params is None:
+        params = init.initial_params(
+            config.get("init"), exp.model_cfg, exp.param_shardings, int(config.seed)
+        )
+    else:
+        params = jax.device_put(params, exp.param_shardings)
     trainable, frozen = optim.split(params, exp.path_groups, exp.flags)
     opt_state = jax.jit(exp.tx.init, out_shardings=exp.state_shardings.opt_state)(trainable)
     rng = jax.device_put(

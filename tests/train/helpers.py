@@ -43,12 +43,14 @@ def write_dataset(root: Path, num_rows: int = 48, seed: int = 0) -> dict:
     path.write_text(json.dumps(rows))
     tok = tiny_tokenizer("bpe", vocab_size=300)
     tok.save(str(root / "tokenizer"))
-    return {
+    info = {
         "json": str(path),
         "images": str(root / "images"),
         "tokenizer": str(root / "tokenizer"),
         "vocab": tok.vocab_size,
     }
+    (root / "data_info.json").write_text(json.dumps(info))
+    return info
 
 
 def tiny_config(

@@ -1,0 +1,274 @@
+"""Training acceptance tests: sharded runs equal single-device ones, multi-process runs equal
+single-process ones, freeze semantics, exact resume after SIGKILL, NaN stops, gradient
+accumulation, config errors before compiling."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from fgjax import native
+from fgjax.data import pipeline
+from fgjax.launch import local
+from fgjax.models.partitioning import activation_sharding
+from fgjax.train import checkpoint, experiment, init, optim, trainer
+from fgjax.train import data as train_data
+from tests.train import helpers
+
+ROOT = Path(__file__).parents[2]
+WORKER = str(Path(__file__).with_name("steps_worker.py"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return helpers.write_dataset(tmp_path_factory.mktemp("data"))
+
+
+def config_file(tmp_path: Path, config) -> str:
+    path = tmp_path / "config.json"
+    path.write_text(config.to_json())
+    return f"{ROOT / 'configs' / 'json_file.py'}:{path}"
+
+
+def main_command(config_arg: str, workdir: Path) -> list[str]:
+    return [sys.executable, "-m", "fgjax.main", f"--config={config_arg}", f"--workdir={workdir}"]
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def losses(workdir: Path) -> dict[int, float]:
+    """Loss per step from metrics.jsonl (a resumed run re-logs steps; the last entry wins)."""
+    out = {}
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        out[record["step"]] = record["loss"]
+    return out
+
+
+def exported(workdir: Path) -> dict:
+    return optim.flatten(jax.device_get(native.load_params(workdir / init.PARAMS_EXPORT)))
+
+
+def build(data, **kwargs):
+    config = helpers.tiny_config(data, **kwargs)
+    config.model.image_token_id = train_data.tokenizer_for(
+        config.data, image_token=True
+    ).token_to_id("<image>")
+    return experiment.build(config)
+
+
+def batches(exp, count):
+    tokenizer = train_data.tokenizer_for(exp.config.data, image_token=True)
+    ds, _, _ = train_data.train_dataset(exp.config, exp.model_cfg, tokenizer, pipeline.HostShard())
+    it = iter(ds)
+    return [next(it) for _ in range(count)]
+
+
+# ---------------------------------------------------------------------- sharding
+
+
+def test_meshes_match_single_device(data, tmp_path):
+    """8 fake CPU devices: 3 steps of full training on data=8, fsdp=8 and data=2 x fsdp=2 x
+    tensor=2 give the single-device loss and parameters within 1e-5 (fp32)."""
+    out = tmp_path / "out.npz"
+    meshes = [
+        '{"data": 1, "num_devices": 1}',
+        '{"data": 8}',
+        '{"fsdp": 8}',
+        '{"data": 2, "fsdp": 2, "tensor": 2}',
+    ]
+    data_dir = str(Path(data["json"]).parent)
+    subprocess.run(
+        [sys.executable, WORKER, data_dir, str(out), "full", *meshes],
+        env={**env(), "FGJAX_LOCAL_DEVICE_COUNT": "8"},
+        check=True,
+        timeout=600,
+    )
+    result = np.load(out)
+    names = [k.split("/", 2)[2] for k in result.files if k.startswith("0/params/")]
+    reference = np.concatenate([result[f"0/params/{n}"].ravel() for n in names])
+    for i in range(1, len(meshes)):
+        np.testing.assert_allclose(result[f"{i}/losses"], result["0/losses"], rtol=1e-5)
+        params = np.concatenate([result[f"{i}/params/{n}"].ravel() for n in names])
+        relative = np.linalg.norm(params - reference) / np.linalg.norm(reference)
+        worst = max(
+            np.abs(result[f"{i}/params/{n}"] - result[f"0/params/{n}"]).max()
+            / max(np.abs(result[f"0/params/{n}"]).max(), 0.02)
+            for n in names
+        )
+        print(
+            f"mesh {meshes[i]}: loss {result[f'{i}/losses']}, params rel. error {relative:.1e}, worst tensor {worst:.1e}"
+        )
+        assert relative < 1e-5 and worst < 1e-5
+
+
+# ---------------------------------------------------------------------- runs of fgjax.main
+
+
+@pytest.fixture(scope="module")
+def reference_run(data, tmp_path_factory):
+    """An uninterrupted single-process run of fgjax.main (align_llm, 6 steps)."""
+    tmp = tmp_path_factory.mktemp("reference")
+    config = helpers.tiny_config(data, stage="align_llm", steps=6)
+    config.checkpoint.asynchronous = True
+    arg = config_file(tmp, config)
+    subprocess.run(main_command(arg, tmp / "work"), env=env(), check=True, timeout=600)
+    return {"config": arg, "workdir": tmp / "work"}
+
+
+def test_two_processes_give_the_single_process_loss_curve(reference_run, tmp_path):
+    workdir = tmp_path / "work"
+    status = local.run(main_command(reference_run["config"], workdir), 2, devices=2, timeout=600)
+    assert status == 0
+    single, multi = losses(reference_run["workdir"]), losses(workdir)
+    assert sorted(single) == sorted(multi) == list(range(1, 7))
+    print("1 process:", single, "\n2 processes x 2 devices:", multi)
+    np.testing.assert_allclose([multi[s] for s in single], list(single.values()), rtol=1e-5)
+
+
+def test_sigkill_and_rerun_is_bit_identical(reference_run, tmp_path):
+    """Kill the run with SIGKILL after step 3 is logged, rerun the same command: the final
+    parameters equal the uninterrupted run's bit for bit."""
+    workdir = tmp_path / "work"
+    command = main_command(reference_run["config"], workdir)
+    proc = subprocess.Popen(
+        command, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (workdir / "metrics.jsonl").exists() and max(losses(workdir), default=0) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / init.PARAMS_EXPORT).exists()
+    subprocess.run(command, env=env(), check=True, timeout=600)
+    expected, got = exported(reference_run["workdir"]), exported(workdir)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+# ---------------------------------------------------------------------- in-process checks
+
+
+def test_align_freezes_encoder_and_llm(data):
+    align = build(data, stage="align")
+    state, frozen = trainer.fresh_state(align)
+    initial = optim.flatten(jax.device_get(optim.merge(state.params, frozen)))
+    with activation_sharding(align.mesh, align.rules):
+        for batch in batches(align, 2):
+            state, _ = align.step(state, frozen, pipeline.to_global(batch, align.batch_sharding))
+    final = optim.flatten(jax.device_get(optim.merge(state.params, frozen)))
+    for name, value in initial.items():
+        if not name.startswith("projector/"):
+            np.testing.assert_array_equal(final[name], value, err_msg=name)
+    assert any(
+        not np.array_equal(final[n], initial[n]) for n in initial if n.startswith("projector/")
+    )
+    # the optimizer holds state for the projector only
+    paths = [
+        jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
+    ]
+    assert not any("'encoder'" in p or "'decoder'" in p for p in paths)
+    assert any("'projector'" in p for p in paths)
+    # and the compiled step needs less memory than training the LLM too
+    memory = {}
+    for stage in ("align", "align_llm"):
+        stats = build(data, stage=stage).compile().memory_analysis()
+        memory[stage] = (
+            stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+        )
+    print("compiled step memory (bytes):", memory)
+    assert memory["align"] < memory["align_llm"]
+
+
+def test_frozen_encoder_gets_no_backward_pass(data):
+    """The patch-embedding convolution appears once (forward) when the encoder is frozen, and
+    again for its weight gradient when it trains."""
+    counts = {}
+    for stage in ("align", "full"):
+        hlo = build(data, stage=stage).compile().as_text()
+        counts[stage] = hlo.count(" convolution(")
+    print("convolutions in the compiled step:", counts)
+    assert counts["align"] == 1 and counts["full"] == 2
+
+
+def test_gradient_accumulation_matches_one_big_batch(data):
+    """4 micro-batches of 2 = one batch of 8, with unequal trained tokens per example: the
+    loss is normalized by the token count of the whole batch."""
+    big, accumulated = (
+        build(data, stage="align_llm", accum=1),
+        build(data, stage="align_llm", accum=4),
+    )
+    (batch,) = batches(big, 1)
+    trained = batch["loss_mask"][:, 1:].sum(axis=1)
+    assert len(set(trained.tolist())) > 1, trained
+    params = jax.device_get(init.random_params(big.model_cfg, big.param_shardings, 0))
+    results = []
+    for exp in (big, accumulated):
+        state, frozen = trainer.fresh_state(exp, params)
+        state, metrics = exp.step(state, frozen, pipeline.to_global(batch, exp.batch_sharding))
+        results.append((float(metrics["loss"]), optim.flatten(jax.device_get(state.params))))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    for name, value in results[0][1].items():
+        np.testing.assert_allclose(results[1][1][name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_planted_nan_stops_with_the_step_and_keeps_the_last_checkpoint(data, tmp_path):
+    config = helpers.tiny_config(data, stage="align", steps=6)
+    config.debug = {"nan_at_step": 3}  # the 4th step
+    with pytest.raises(trainer.NonFiniteError, match="at step 4"):
+        trainer.train(config, str(tmp_path))
+    ckpt = checkpoint.Checkpointer(tmp_path / "checkpoints", every_steps=2)
+    assert ckpt.steps() == [2]
+    config.debug = {}
+    exp = build(data, stage="align", steps=6)
+    step, tree = ckpt.restore_latest(
+        {"state": exp.abstract_state(), "frozen": exp.abstract_frozen()}
+    )
+    assert step == 2 and int(tree["state"][0]) == 2
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(tree)))
+
+
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
+    ckpt = checkpoint.Checkpointer(tmp_path, every_steps=1, keep=3, asynchronous=False)
+    for step in (1, 2):
+        ckpt.save(step, {"w": np.full((4,), float(step), np.float32)}, force=True)
+    ckpt.close()
+    for path in (tmp_path / "2").rglob("*"):  # damage every file of the newest checkpoint
+        if path.is_file() and path.stat().st_size > 0:
+            path.write_bytes(b"\0" * 3)
+    (tmp_path / "3.orbax-checkpoint-tmp-123").mkdir()  # an interrupted save
+    ckpt = checkpoint.Checkpointer(tmp_path, every_steps=1)
+    assert ckpt.steps() == [1, 2]
+    step, tree = ckpt.restore_latest({"w": jax.ShapeDtypeStruct((4,), np.float32)})
+    assert step == 1 and float(tree["w"][0]) == 1.0
+    assert "step 2" in caplog.text and "unreadable" in caplog.text
+
+
+def test_config_errors_come_before_compiling(data):
+    cases = [
+        (dict(mesh={"data": 3}), "needs 3 devices but 1 are available"),
+        (dict(batch=6, accum=4), "batch_size=6 must be divisible"),
+        (dict(stage="warmup"), "unknown stage 'warmup'"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            build(data, **kwargs)
+    config = helpers.tiny_config(data)
+    config.model.decoder = "llama9"
+    with pytest.raises(ValueError, match="unknown decoder 'llama9'"):
+        experiment.build(config)
