@@ -26,17 +26,20 @@ from fgjax.models.config import (  # noqa: E402
     VitConfig,
     VLMConfig,
 )
+from fgjax.models.contrastive import ContrastiveConfig, ContrastiveModel, TextTowerConfig  # noqa: E402
 from fgjax.models.decoder import Decoder  # noqa: E402
 from fgjax.models.vit import FusedVisionEncoder, VisionEncoder  # noqa: E402
 from fgjax.models.vlm import VLM  # noqa: E402
 
 
 def build(cfg, seed: int = 0):
-    """The module for a config (VitConfig, FusedVitConfig, DecoderConfig or VLMConfig),
-    with random weights."""
+    """The module for a config (VitConfig, FusedVitConfig, DecoderConfig, VLMConfig or
+    ContrastiveConfig), with random weights."""
     rngs = nnx.Rngs(seed)
     if isinstance(cfg, VLMConfig):
         return VLM(cfg, rngs=rngs)
+    if isinstance(cfg, ContrastiveConfig):
+        return ContrastiveModel(cfg, rngs=rngs)
     if isinstance(cfg, DecoderConfig):
         return Decoder(cfg, rngs=rngs)
     if isinstance(cfg, FusedVitConfig):
@@ -58,6 +61,9 @@ def param_count(cfg) -> int:
 
 
 __all__ = [
+    "ContrastiveConfig",
+    "ContrastiveModel",
+    "TextTowerConfig",
     "VLM",
     "Decoder",
     "DecoderConfig",

@@ -315,6 +315,12 @@ _CONFIG_TYPES = {
 }
 
 
+def register_config_type(cls):
+    """Makes a config dataclass defined elsewhere readable by `from_dict`."""
+    _CONFIG_TYPES[cls.__name__] = cls
+    return cls
+
+
 def to_dict(config: Any) -> dict:
     """A JSON-ready dict of a config, tagged with its type so `from_dict` can rebuild it."""
     if dataclasses.is_dataclass(config):
