@@ -3,6 +3,8 @@
 - XLA's backend optimization level 0: tests run tiny models, where compiling dominates and
   LLVM's optimizations cost 5x more time than they save. Numerics are unchanged to test
   tolerances; benchmarks do not import this file and run fully optimized.
+- JAX on the CPU only, even where libtpu is installed (the fit check's TPU compilation asks
+  for libtpu explicitly).
 - A persistent compilation cache shared by the test processes of one machine, so the
   processes of multi-process tests and repeated runs reuse compiled programs.
 """
@@ -11,6 +13,7 @@ import os
 import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "fgjax-test-xla-cache")
 )

@@ -51,6 +51,9 @@ def read_source(source: str) -> dict:
 
 
 def initial_params(init_cfg, model_cfg, shardings: dict, seed: int) -> dict:
+    """Random parameters, then each configured component replaced by its source. A component
+    is "vlm"/"model" (everything) or a '/'-path into the parameters ("encoder",
+    "encoder/towers/0", "decoder", ...)."""
     params = random_params(model_cfg, shardings, seed)
     for component, source in sorted(dict(init_cfg or {}).items()):
         if not source:
@@ -59,31 +62,72 @@ def initial_params(init_cfg, model_cfg, shardings: dict, seed: int) -> dict:
         what = f"{component} from {source}"
         if component in ("vlm", "model"):
             params = _place(loaded, params, shardings, what)
-        elif component not in params:
-            raise ValueError(
-                f"config.init.{component}: the model has no component {component!r}; it has {sorted(params)}"
-            )
         else:
-            part = loaded[component] if _is_vlm(loaded) else loaded
-            params[component] = _place(part, params[component], shardings[component], what)
+            keys = component.split("/")
+            current, where = _subtree(params, keys, component), _subtree(shardings, keys, component)
+            part = loaded[keys[0]] if _is_vlm(loaded) and len(keys) == 1 else loaded
+            _set_subtree(params, keys, _place(part, current, where, what))
         logging.info("initialized %s from %s", component, source)
     return params
+
+
+def _subtree(tree: dict, keys: list[str], name: str) -> dict:
+    node = tree
+    for i, key in enumerate(keys):
+        if not isinstance(node, dict) or key not in node:
+            options = sorted(node) if isinstance(node, dict) else []
+            raise ValueError(
+                f"config.init[{name!r}]: no {'/'.join(keys[: i + 1])!r} in the model; options there: {options}"
+            )
+        node = node[key]
+    return node
+
+
+def _set_subtree(tree: dict, keys: list[str], value) -> None:
+    for key in keys[:-1]:
+        tree = tree[key]
+    tree[keys[-1]] = value
 
 
 def _is_vlm(tree: dict) -> bool:
     return {"encoder", "projector", "decoder"} <= set(tree)
 
 
+def _extend_vocab(name: str, value: np.ndarray, shape: tuple) -> np.ndarray | None:
+    """Grows an embedding [V, D] or LM head [D, V] loaded with a smaller vocabulary to the
+    model's, new rows set to the mean of the old ones (as LLaVA initializes `<image>`/`<pad>`).
+    None if `name` is not such a tensor or only the vocabulary axis differs not."""
+    leaf = name.rsplit("/", 1)[-1]
+    axis = {"embedding": 0, "lm_head": 1}.get(leaf)
+    if axis is None or value.ndim != 2 or len(shape) != 2:
+        return None
+    other = 1 - axis
+    if value.shape[other] != shape[other] or value.shape[axis] >= shape[axis]:
+        return None
+    extra = shape[axis] - value.shape[axis]
+    mean = value.mean(axis=axis, keepdims=True)
+    return np.concatenate([value, np.repeat(mean, extra, axis=axis)], axis=axis)
+
+
 def _place(loaded: dict, current: dict, shardings: dict, what: str) -> dict:
-    """`loaded` moved onto `current`'s shardings after checking paths and shapes."""
+    """`loaded` moved onto `current`'s shardings after checking paths and shapes (a smaller
+    vocabulary is extended, and logged)."""
     want, have, where = flatten(current), flatten(loaded), flatten(shardings)
     problems = [f"missing {p}" for p in sorted(set(want) - set(have))]
     problems += [f"unexpected {p}" for p in sorted(set(have) - set(want))]
-    problems += [
-        f"{p}: shape {tuple(np.shape(have[p]))} but the model needs {tuple(want[p].shape)}"
-        for p in sorted(set(want) & set(have))
-        if tuple(np.shape(have[p])) != tuple(want[p].shape)
-    ]
+    for p in sorted(set(want) & set(have)):
+        if tuple(np.shape(have[p])) == tuple(want[p].shape):
+            continue
+        grown = _extend_vocab(p, np.asarray(have[p]), tuple(want[p].shape))
+        if grown is None:
+            problems.append(
+                f"{p}: shape {tuple(np.shape(have[p]))} but the model needs {tuple(want[p].shape)}"
+            )
+        else:
+            logging.info(
+                "%s: vocabulary extended from %s to %s rows", p, np.shape(have[p]), want[p].shape
+            )
+            have[p] = grown
     if problems:
         raise ValueError(f"cannot initialize {what}:\n  " + "\n  ".join(problems[:30]))
     return unflatten(

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from fgjax import distributed, native
 from fgjax.data import pipeline
 from fgjax.models import config as model_config
+from fgjax.models import presets
 from fgjax.models.partitioning import activation_sharding
 from fgjax.train import checkpoint, experiment, flops, init, optim
 from fgjax.train import data as train_data
@@ -42,6 +43,7 @@ def train(config, workdir: str) -> dict:
     tokenizer = train_data.tokenizer_for(config.data, image_token=is_vlm)
     if is_vlm and config.model.get("image_token_id") is None:
         config.model.image_token_id = tokenizer.token_to_id("<image>")
+    fit_vocabulary(config, tokenizer.vocab_size)
     exp = experiment.build(config)
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
@@ -123,6 +125,26 @@ def train(config, workdir: str) -> dict:
     logging.info("data report: %s", report)
     logger.close()
     return {**metrics, "step": int(state.step)}
+
+
+def fit_vocabulary(config, vocab_size: int) -> None:
+    """With config.model.vocab_multiple set, grows the decoder's vocabulary to hold every
+    tokenizer id (e.g. an added <image>), rounded up to that multiple as LLaVA pads to 64."""
+    multiple = config.model.get("vocab_multiple")
+    if not multiple:
+        return
+    preset_vocab = presets.decoder(config.model.decoder).vocab_size
+    overrides = dict(config.model.get("decoder_overrides", {}))
+    current = overrides.get("vocab_size", preset_vocab)
+    if vocab_size > current:
+        overrides["vocab_size"] = -(-vocab_size // multiple) * multiple
+        config.model.decoder_overrides = overrides
+        logging.info(
+            "decoder vocabulary %d -> %d for the tokenizer's %d ids",
+            current,
+            overrides["vocab_size"],
+            vocab_size,
+        )
 
 
 def fresh_state(exp: experiment.Experiment, params: dict | None = None):
