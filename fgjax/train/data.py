@@ -24,6 +24,7 @@ from fgjax.data import images as image_ops
 from fgjax.data import pipeline
 from fgjax.data.conversation import ConversationEncoder, SampleError
 from fgjax.data.llava_json import LlavaJsonSource
+from fgjax.data.templates import get_template
 from fgjax.data.tokenizer import Tokenizer, add_image_token, load_tokenizer
 from fgjax.models.config import DecoderConfig, VLMConfig
 
@@ -125,29 +126,59 @@ class ConversationTransform:
         return arrays if isinstance(self.preprocess, tuple) else arrays[0]
 
 
-def train_dataset(
-    config, model_cfg: VLMConfig | DecoderConfig, tokenizer: Tokenizer, shard: pipeline.HostShard
-):
-    """The batched training stream of this process and the transform (for skip counts)."""
+class CaptionTransform:
+    """Record {"image", "caption"} -> images f32[S, S, 3], text_tokens i32[L], text_mask
+    bool[L] (caption tokens then EOS, truncated to L), for contrastive training."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, preprocess):
+        self.tokenizer, self.max_length, self.preprocess = tokenizer, max_length, preprocess
+        self.skipped = 0
+
+    def __call__(self, record):
+        if record is None or record.get("image") is None or not record.get("caption"):
+            self.skipped += record is not None
+            return None
+        ids = self.tokenizer.encode(record["caption"])[: self.max_length - 1] + [
+            self.tokenizer.eos_id
+        ]
+        return {
+            "images": image_ops.preprocess(record["image"], self.preprocess),
+            "text_tokens": pad_to(np.asarray(ids, np.int32), self.max_length, 0),
+            "text_mask": pad_to(np.ones(len(ids), bool), self.max_length, False),
+        }
+
+
+def make_transform(config, model_cfg, tokenizer: Tokenizer):
+    """The record -> example function of the config's task."""
     data_cfg = config.data
-    is_vlm = isinstance(model_cfg, VLMConfig)
     max_length = int(data_cfg.max_length)
-    if is_vlm:
+    template = get_template(data_cfg.template) if data_cfg.get("template") else None
+    if template is not None and "system" in data_cfg:
+        template = template.with_system(data_cfg.system)
+    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+    if isinstance(model_cfg, VLMConfig):
         encoder = ConversationEncoder.for_model(
-            tokenizer, data_cfg.template, model_cfg, max_length=max_length
+            tokenizer, template, model_cfg, max_length=max_length
         )
         preprocess = image_ops.preprocess_config_for(
             model_cfg.encoder, mode=data_cfg.get("preprocess")
         )
         preprocess = tuple(preprocess) if isinstance(preprocess, (list, tuple)) else preprocess
-    else:
+        return ConversationTransform(encoder, max_length, pad_id, preprocess)
+    if isinstance(model_cfg, DecoderConfig):  # text only: images never occur
         encoder = ConversationEncoder(
-            tokenizer, data_cfg.template, num_image_tokens=1, max_length=max_length
-        )  # images never occur in text-only data
-        preprocess = None
-    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-    transform = ConversationTransform(encoder, max_length, pad_id, preprocess)
-    specs = [dict(s) for s in data_cfg.sources]
+            tokenizer, template, num_image_tokens=1, max_length=max_length
+        )
+        return ConversationTransform(encoder, max_length, pad_id, None)
+    preprocess = image_ops.preprocess_config_for(model_cfg.image, mode=data_cfg.get("preprocess"))
+    return CaptionTransform(tokenizer, max_length, preprocess)
+
+
+def train_dataset(config, model_cfg, tokenizer: Tokenizer, shard: pipeline.HostShard):
+    """The batched training stream of this process, the transform (for skip counts) and the
+    sources (for their reports)."""
+    transform = make_transform(config, model_cfg, tokenizer)
+    specs = [dict(s) for s in config.data.sources]
     sources = [make_source(s) for s in specs]
     for spec, source in zip(specs, sources):
         logging.info("training source %s: %d records", spec.get("name"), len(source))

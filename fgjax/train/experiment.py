@@ -15,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fgjax import models
 from fgjax.models.config import FusedVitConfig, VLMConfig
+from fgjax.models.contrastive import ContrastiveConfig
 from fgjax.models.partitioning import DEFAULT_RULES, activation_sharding
 from fgjax.train import optim, sharding, tasks
 from fgjax.train.step import TrainState, make_train_step
@@ -67,6 +68,13 @@ class Experiment:
             "loss_mask": jax.ShapeDtypeStruct((batch, length), bool),
             "input_mask": jax.ShapeDtypeStruct((batch, length), bool),
         }
+        if isinstance(self.model_cfg, ContrastiveConfig):
+            res = self.model_cfg.image.resolution
+            return jax.tree.map(lambda s: _with_sharding(s, self.batch_sharding), {
+                "images": jax.ShapeDtypeStruct((batch, res, res, 3), jnp.float32),
+                "text_tokens": jax.ShapeDtypeStruct((batch, length), jnp.int32),
+                "text_mask": jax.ShapeDtypeStruct((batch, length), bool),
+            })  # fmt: skip
         if isinstance(self.model_cfg, VLMConfig):
             enc = self.model_cfg.encoder
             towers = enc.towers if isinstance(enc, FusedVitConfig) else (enc,)

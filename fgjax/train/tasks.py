@@ -16,6 +16,7 @@ import optax
 from fgjax.data.packing import segment_attention_mask
 from fgjax.models import presets
 from fgjax.models.config import DecoderConfig, VLMConfig
+from fgjax.models.contrastive import ContrastiveConfig, TextTowerConfig, sigmoid_loss
 from fgjax.train import flops
 from fgjax.train.optim import VLM_GROUPS
 
@@ -115,7 +116,55 @@ class LmTask:
         return flops.lm_train_flops(cfg, batch, seq_len)
 
 
-TASKS = {"vlm": VlmTask(), "lm": LmTask()}
+@dataclasses.dataclass(frozen=True)
+class ContrastiveTask:
+    """SigLIP-style image-text pretraining: the sigmoid loss over all pairs of the global batch
+    (so it cannot be split into micro-batches)."""
+
+    groups = (
+        ("image", r"^image/"),
+        ("text", r"^text/"),
+        ("heads", r"^(image_head|text_head|log_temperature|bias)"),
+    )
+
+    def model_config(self, config) -> ContrastiveConfig:
+        m = config.model
+        common = {"dtype": m.get("dtype", "float32"), "remat": m.get("remat", "none")}
+        image = presets.encoder(
+            m.encoder, **{**common, "pool": "map", **dict(m.get("encoder_overrides", {}))}
+        )
+        text = TextTowerConfig(**{**common, **dict(m.text)})
+        cfg = ContrastiveConfig(image=image, text=text, embed_dim=int(m.get("embed_dim", 64)))
+        cfg.validate()
+        if int(config.get("grad_accum", 1)) != 1:
+            raise ValueError(
+                "the sigmoid loss couples every pair of the batch; set grad_accum=1 for contrastive training"
+            )
+        return cfg
+
+    def loss_fn(self, trainable: dict):
+        def loss(model, batch):
+            images = model.embed_images(batch["images"])
+            texts = model.embed_texts(batch["text_tokens"], batch["text_mask"])
+            logits = model.logits(images, texts)
+            rows = logits.shape[0]
+            correct = (jnp.argmax(logits, axis=1) == jnp.arange(rows)).sum().astype(jnp.float32)
+            extra = {
+                "correct": correct,
+                "input_tokens": batch["text_mask"].sum().astype(jnp.float32),
+            }
+            return sigmoid_loss(logits) * rows, jnp.asarray(rows, jnp.float32), extra
+
+        return loss
+
+    def step_flops(
+        self, cfg: ContrastiveConfig, batch: int, seq_len: int, trainable: dict
+    ) -> float:
+        text = seq_len * flops.stack_flops_per_token(cfg.text, seq_len)
+        return 3 * batch * (flops.vit_forward_flops(cfg.image) + text)
+
+
+TASKS = {"vlm": VlmTask(), "lm": LmTask(), "contrastive": ContrastiveTask()}
 
 
 def get(name: str):

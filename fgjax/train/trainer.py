@@ -37,13 +37,19 @@ def train(config, workdir: str) -> dict:
     setup_python_logging()
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    is_vlm = config.get("task", "vlm") == "vlm"
+    task_name = config.get("task", "vlm")
+    is_vlm = task_name == "vlm"
 
     # ---------------------------------------------------------------- tokenizer, config checks, mesh
     tokenizer = train_data.tokenizer_for(config.data, image_token=is_vlm)
     if is_vlm and config.model.get("image_token_id") is None:
         config.model.image_token_id = tokenizer.token_to_id("<image>")
     fit_vocabulary(config, tokenizer.vocab_size)
+    if task_name == "contrastive" and config.model.text.get("vocab_size", 0) < tokenizer.vocab_size:
+        raise ValueError(
+            f"config.model.text.vocab_size={config.model.text.get('vocab_size')} is smaller than the "
+            f"tokenizer's {tokenizer.vocab_size} ids; raise it"
+        )
     exp = experiment.build(config)
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
