@@ -2,7 +2,8 @@
 
 config.data:
   sources   list of {name, weight, ...}: "llava_json" (path, image_root) for LLaVA-558K/665K,
-            "specimens" (split, kind = "captions" | "instruct" | "text") for the built-in data
+            "specimens" (kind = "captions" | "instruct" | "classify" | "text", split, size,
+            resolution, seed) for the built-in data (fgjax/data/specimens_source.py)
   tokenizer a tokenizer.json / sentencepiece file or directory
   template  prompt template name ("plain", "vicuna_v1", ...)
   max_length, preprocess (image mode, None for the tower's default), strict (bad rows raise)
@@ -24,12 +25,20 @@ from fgjax.data import images as image_ops
 from fgjax.data import pipeline
 from fgjax.data.conversation import ConversationEncoder, SampleError
 from fgjax.data.llava_json import LlavaJsonSource
+from fgjax.data.specimens_source import SpecimensSource
 from fgjax.data.templates import get_template
 from fgjax.data.tokenizer import Tokenizer, add_image_token, load_tokenizer
 from fgjax.models.config import DecoderConfig, VLMConfig
 
 # name -> function(spec) returning a random-access source of records
 SOURCES: dict[str, Callable] = {
+    "specimens": lambda spec: SpecimensSource(
+        spec["kind"],
+        spec.get("split", "train"),
+        int(spec.get("size", 20_000)),
+        int(spec.get("resolution", 32)),
+        int(spec.get("seed", 0)),
+    ),
     "llava_json": lambda spec: LlavaJsonSource(
         spec["path"], spec.get("image_root"), strict=spec.get("strict", False)
     ),
@@ -43,15 +52,8 @@ def register_source(name: str, make: Callable) -> None:
 def make_source(spec: dict):
     name = spec.get("name")
     if name not in SOURCES:
-        _register_builtin_sources()
-    if name not in SOURCES:
         raise ValueError(f"unknown training data source {name!r}; available: {sorted(SOURCES)}")
     return SOURCES[name](spec)
-
-
-def _register_builtin_sources() -> None:
-    # the built-in procedural data registers itself on import
-    import fgjax.data.specimens  # noqa: F401
 
 
 def tokenizer_for(data_cfg, *, image_token: bool) -> Tokenizer:
