@@ -1,0 +1,1 @@
+"""The miniature study: orchestration of stages, grid and report."""
