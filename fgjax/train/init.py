@@ -32,22 +32,42 @@ def random_params(model_cfg, shardings: dict, seed: int) -> dict:
     return jax.jit(create, out_shardings=shardings)()
 
 
+def export_dir(workdir, step: int | None = None) -> Path:
+    """Where a run's parameters exports live: the final one, or the one at `step`
+    (config.export_steps)."""
+    return Path(workdir) / (PARAMS_EXPORT if step is None else f"{PARAMS_EXPORT}_step{step}")
+
+
 def read_source(source: str) -> dict:
-    """A pure parameter dict from "hf:DIR" or "run:DIR" (host arrays)."""
+    """A pure parameter dict from a source (host arrays):
+    "hf:DIR"            a Hugging Face directory
+    "run:DIR"           an fgjax run's final parameters (or a parameters export directory)
+    "run:DIR@STEP"      the export that run wrote at STEP (config.export_steps)
+    any of them + "#SUBTREE", e.g. "run:DIR#image": only that part of the parameters."""
+    source, _, subtree = source.partition("#")
     kind, _, path = source.partition(":")
     if kind == "hf":
         model, _ = hf.load(path)
-        return nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    if kind == "run":
-        export = Path(path) / PARAMS_EXPORT
-        target = export if native.is_native(export) else Path(path)
-        if not native.is_native(target):
+        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    elif kind == "run":
+        path, _, step = path.partition("@")
+        candidates = [export_dir(path, int(step))] if step else [export_dir(path), Path(path)]
+        target = next((c for c in candidates if native.is_native(c)), None)
+        if target is None:
             raise FileNotFoundError(
-                f"{path} holds no finished fgjax run (no {PARAMS_EXPORT}/) nor a parameters export; "
-                "finish that run first or point config.init at its export"
+                f"no parameters export at {' or '.join(map(str, candidates))}; finish that run first "
+                "(or add the step to its config.export_steps), or point config.init elsewhere"
             )
-        return native.load_params(target)
-    raise ValueError(f"init source {source!r} must start with 'hf:' or 'run:'")
+        params = native.load_params(target)
+    else:
+        raise ValueError(f"init source {source!r} must start with 'hf:' or 'run:'")
+    for key in filter(None, subtree.split("/")):
+        if key not in params:
+            raise ValueError(
+                f"{source}#{subtree}: no {key!r} in the parameters; options: {sorted(params)}"
+            )
+        params = params[key]
+    return params
 
 
 def initial_params(init_cfg, model_cfg, shardings: dict, seed: int) -> dict:

@@ -97,6 +97,7 @@ def train(config, workdir: str) -> dict:
     )
     peak = flops.peak_flops(jax.devices()[0].device_kind, config.get("peak_flops_per_device"))
     log_every = int(config.get("log_every", 10))
+    export_steps = {int(s) for s in config.get("export_steps", ())}
     pending, metrics = [], {}
     since, since_step = time.perf_counter(), int(state.step)
     with activation_sharding(exp.mesh, exp.rules):
@@ -105,7 +106,10 @@ def train(config, workdir: str) -> dict:
             state, step_metrics = exp.step(state, frozen, batch)
             pending.append((step + 1, step_metrics))
             logger.step(step + 1)
-            save_now = (step + 1) % ckpt.every_steps == 0 or step + 1 == total
+            # an export step (a shorter-trained variant) is also a checkpoint step; the export is
+            # written first, so a run killed while exporting resumes before it and exports again
+            export_now = step + 1 in export_steps and step + 1 < total
+            save_now = (step + 1) % ckpt.every_steps == 0 or step + 1 == total or export_now
             if (step + 1) % log_every == 0 or save_now:
                 metrics = _flush(
                     pending,
@@ -118,12 +122,18 @@ def train(config, workdir: str) -> dict:
                     exp.mesh.size,
                 )
                 pending, since, since_step = [], time.perf_counter(), step + 1
+            if export_now:
+                native.save(
+                    init.export_dir(workdir, step + 1),
+                    exp.model_cfg,
+                    optim.merge(state.params, frozen),
+                )
             if save_now:  # metrics were checked to be finite just above
                 ckpt.save(step + 1, {"state": state, "frozen": frozen}, data_iter, force=True)
     ckpt.close()
 
     # ---------------------------------------------------------------- parameters export, data report
-    native.save(workdir / init.PARAMS_EXPORT, exp.model_cfg, optim.merge(state.params, frozen))
+    native.save(init.export_dir(workdir), exp.model_cfg, optim.merge(state.params, frozen))
     report = {"skipped_samples": transform.skipped}
     for spec, source in zip(config.data.sources, sources):
         if hasattr(source, "report"):
