@@ -23,6 +23,9 @@ represent raise `UnsupportedModelError` naming the supported ones.
 `save(model, path, *, max_shard_bytes=5 GiB)` writes config.json (v4 schema) and safetensors
 in the legacy key layout that every transformers version reads (weights and config only).
 
+A whole training run (tokenizer, chat template and processor files included) exports with
+`python -m fgjax.export` / `fgjax.hf.export.export_run` (fgjax/export.py describes it).
+
 Lower level: `configs.from_hf(dict) -> (arch, cfg)` and `config_export.to_hf(cfg) -> dict` convert
 configs; `keymaps` holds the per-architecture rules (fgjax path <-> HF key, with the tensor
 transform each way); `io.Checkpoint` reads tensors lazily.

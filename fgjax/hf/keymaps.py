@@ -325,21 +325,25 @@ def key_map(arch: str, cfg) -> KeyMap:
 
 def hf_tensors(keymap: KeyMap, params: dict):
     """Inverse mapping for export: {fgjax path: array} -> iterator of (HF key, np.ndarray),
-    one per HF key (packed parts concatenated), in the order of `keymap.entries`."""
+    one per HF key (packed parts concatenated once all arrived). Reads each parameter in the
+    iteration order of `params` and drops it before reading the next, so `params` may be a
+    mapping that loads from disk on access. Every parameter needs an entry in `keymap`."""
     packed = {}
-    for path, entry in keymap.entries.items():
-        if path not in params:
-            continue
-        value = np.asarray(params[path])
-        layers = list(value) if entry.stacked else [value]
-        for key, layer in zip(entry.hf, layers):
-            tensor = entry.transform.to_hf(layer)
-            if isinstance(entry.transform, Part):
-                packed.setdefault(key, {})[entry.transform.index] = tensor
-                if len(packed[key]) == entry.transform.count:
-                    parts = packed.pop(key)
-                    yield key, np.concatenate([parts[j] for j in sorted(parts)])
-            else:
-                yield key, np.ascontiguousarray(tensor)
+    for path in params:
+        yield from _entry_tensors(keymap.entries[path], params[path], packed)
     if packed:
         raise ValueError(f"incomplete packed tensors: {sorted(packed)}")
+
+
+def _entry_tensors(entry: Entry, value, packed: dict):
+    """The HF tensors of one parameter; its frame (and the parameter) ends with it."""
+    value = np.asarray(value)
+    for key, layer in zip(entry.hf, list(value) if entry.stacked else [value]):
+        tensor = entry.transform.to_hf(layer)
+        if isinstance(entry.transform, Part):
+            packed.setdefault(key, {})[entry.transform.index] = tensor
+            if len(packed[key]) == entry.transform.count:
+                parts = packed.pop(key)
+                yield key, np.concatenate([parts[j] for j in sorted(parts)])
+        else:
+            yield key, np.ascontiguousarray(tensor)

@@ -9,15 +9,12 @@ host memory holds about two parameters at a time.
 
 from __future__ import annotations
 
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fgjax.hf import config_export, configs, io, keymaps
+from fgjax.hf import configs, io, keymaps, writer
 from fgjax.models import build
 
 _MAX_LISTED = 25
@@ -142,16 +139,7 @@ def load(
 def save(model, path, *, max_shard_bytes: int = 5 * 2**30) -> None:
     """Writes an fgjax model as a Hugging Face directory (config.json in the v4 schema, which
     transformers 4 and 5 both read, and safetensors in the legacy key layout), parameters in
-    their own dtype. Tokenizer and processor files are not written."""
-    cfg = model.cfg
-    hf_config = config_export.to_hf(cfg)
-    keymap = keymaps.key_map(hf_config["architectures"][0], cfg)
-    params = {path: var.get_value() for path, var in _param_paths(model).items()}
-    unmapped = sorted(set(params) - set(keymap.entries))
-    if unmapped:
-        raise RuntimeError(f"fgjax parameters without a mapping rule: {unmapped}")
-    tensors = keymaps.hf_tensors(keymap, params)
-    os.makedirs(path, exist_ok=True)
-    io.write_checkpoint(path, tensors, max_shard_bytes=max_shard_bytes)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(hf_config, f, indent=2)
+    their own dtype. Tokenizer and processor files are not written (`fgjax.export` writes a
+    training run with them)."""
+    params = {path_: var.get_value() for path_, var in _param_paths(model).items()}
+    writer.write_model(model.cfg, params, path, max_shard_bytes=max_shard_bytes)

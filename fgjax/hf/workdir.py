@@ -1,0 +1,273 @@
+"""Reading a training run's workdir for export: its configs, its checkpoints and their
+parameters, one tensor at a time.
+
+A workdir written by `fgjax.train.trainer` holds
+
+    config.json          the run's ml_collections config (task, data.tokenizer, data.template...)
+    model_config.json    the fgjax model config (`fgjax.models.config.to_dict`)
+    checkpoints/<step>/  Orbax steps; item "state" = {"state": TrainState, "frozen": params}
+    params_export/       the final parameters (`fgjax.native`), once the run has finished
+
+`Run.open(workdir)` checks all that and says what is missing; `run.params(step)` is a
+read-only mapping {fgjax parameter path "a/b/c": np.ndarray} whose values are restored from
+disk on access, one parameter at a time (small ones together; Orbax partial restores), so a
+7B export never holds the whole model in host memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from fgjax import models, native
+from fgjax.models import config as model_config
+from fgjax.train.init import PARAMS_EXPORT
+
+CHECKPOINTS = "checkpoints"
+_UNFINISHED = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
+
+
+class RunError(ValueError):
+    """A workdir that cannot be exported as asked: missing, incomplete or corrupt."""
+
+
+def _listing(path: Path) -> str:
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return "(unreadable)"
+    shown = ", ".join(names[:20]) + (f", ... ({len(names)} entries)" if len(names) > 20 else "")
+    return f"[{shown}]" if names else "(empty)"
+
+
+def _flat_leaves(tree, prefix=()) -> dict:
+    """{key tuple: leaf metadata} of an Orbax metadata tree (nested dicts)."""
+    if isinstance(tree, Mapping):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flat_leaves(value, (*prefix, str(key))))
+        return out
+    return {prefix: tree}
+
+
+class ParamStore(Mapping):
+    """{fgjax path: np.ndarray} over one Orbax item directory, restored from disk on access.
+
+    roots: key prefixes inside the item under which the parameters live, e.g.
+    (("state", "params"), ("frozen",)) for a training checkpoint, ((),) for a native export.
+    `shape(path)` and `dtype(path)` read metadata only. Each Orbax restore costs ~0.1 s, so
+    small parameters are read together: accessing a parameter also reads the ones after it
+    in iteration order, up to `read_ahead_bytes` in all, and keeps them until they are
+    accessed (once). Reading in iteration order thus holds at most one parameter or
+    `read_ahead_bytes`, whichever is larger.
+    """
+
+    def __init__(self, directory: Path, roots, *, what: str, read_ahead_bytes: int = 16 * 2**20):
+        self.directory, self.what = Path(directory), what
+        self.read_ahead_bytes = read_ahead_bytes
+        try:
+            with ocp.PyTreeCheckpointer() as ckptr:
+                tree = ckptr.metadata(self.directory).item_metadata.tree
+        except Exception as e:  # noqa: BLE001 - any failure means the metadata is unusable
+            raise RunError(
+                f"{what} in {self.directory} is unreadable ({type(e).__name__}: {str(e)[:300]}); "
+                f"it holds {_listing(self.directory)}"
+            ) from None
+        self._keys = {}  # fgjax path -> full key tuple inside the item
+        self._meta = {}
+        for key, meta in _flat_leaves(tree).items():
+            for root in roots:
+                if key[: len(root)] == tuple(root):
+                    path = "/".join(key[len(root) :])
+                    self._keys[path], self._meta[path] = key, meta
+        if not self._keys:
+            raise RunError(f"{what} in {self.directory} holds no parameters under {list(roots)}")
+        self._order = list(self._keys)
+        self._ahead = {}  # parameters read ahead, not yet accessed
+
+    def __iter__(self):
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, path) -> bool:
+        return path in self._keys
+
+    def shape(self, path: str) -> tuple[int, ...]:
+        return tuple(self._meta[path].shape)
+
+    def dtype(self, path: str) -> np.dtype:
+        return np.dtype(self._meta[path].dtype)
+
+    def nbytes(self, path: str) -> int:
+        return int(np.prod(self.shape(path))) * self.dtype(path).itemsize
+
+    def __getitem__(self, path: str) -> np.ndarray:
+        if path in self._ahead:
+            return self._ahead.pop(path)
+        batch, size = [path], self.nbytes(path)
+        for following in self._order[self._order.index(path) + 1 :]:
+            size += self.nbytes(following)
+            if size > self.read_ahead_bytes:
+                break
+            batch.append(following)
+        values = self._restore(batch)
+        self._ahead.update((p, values[p]) for p in batch[1:])
+        return values[path]
+
+    def _restore(self, paths: list[str]) -> dict:
+        """{path: np.ndarray} of `paths`, in one Orbax partial restore."""
+        item, restore_args = {}, {}
+        for path in paths:
+            *parents, leaf = self._keys[path]
+            node, args = item, restore_args
+            for part in parents:
+                node, args = node.setdefault(part, {}), args.setdefault(part, {})
+            node[leaf] = jax.ShapeDtypeStruct(self.shape(path), self.dtype(path))
+            args[leaf] = ocp.RestoreArgs(restore_type=np.ndarray)
+        try:
+            with ocp.PyTreeCheckpointer() as ckptr:
+                out = ckptr.restore(
+                    self.directory,
+                    args=ocp.args.PyTreeRestore(
+                        item=item, restore_args=restore_args, partial_restore=True
+                    ),
+                )
+        except Exception as e:  # noqa: BLE001 - a missing or corrupt data file
+            raise RunError(
+                f"cannot read {paths[0]!r}{' and the parameters after it' if len(paths) > 1 else ''} "
+                f"from {self.what} in {self.directory} ({type(e).__name__}: {str(e)[:300]}); "
+                "the checkpoint is incomplete or corrupt"
+            ) from None
+        values = {}
+        for path in paths:
+            value = out
+            for part in self._keys[path]:
+                value = value[part]
+            values[path] = np.asarray(value)
+        return values
+
+    def check(self, cfg) -> None:
+        """Raises RunError unless the parameters are exactly those of the model `cfg`."""
+        abstract = nnx.to_pure_dict(nnx.state(models.abstract(cfg), nnx.Param))
+        want = {"/".join(key): tuple(leaf.shape) for key, leaf in _flat_leaves(abstract).items()}
+        problems = [f"missing {p}" for p in sorted(set(want) - set(self))]
+        problems += [f"unexpected {p}" for p in sorted(set(self) - set(want))]
+        problems += [
+            f"{p}: stored {self.shape(p)}, the model needs {want[p]}"
+            for p in sorted(set(want) & set(self))
+            if self.shape(p) != want[p]
+        ]
+        if problems:
+            raise RunError(
+                f"{self.what} in {self.directory} does not match the run's model_config.json:\n  "
+                + "\n  ".join(problems[:30])
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A training workdir, checked on `open`."""
+
+    workdir: Path
+    config: dict  # config.json as a dict
+    model_cfg: object  # the fgjax model config
+    steps: tuple[int, ...]  # complete checkpoint steps, oldest first
+    unfinished: tuple[int, ...]  # steps whose checkpoint was never finished writing
+    has_export: bool  # params_export/ is there (the run finished)
+
+    @classmethod
+    def open(cls, workdir) -> Run:
+        workdir = Path(workdir)
+        if not workdir.is_dir():
+            raise RunError(f"workdir {str(workdir)!r} is not a directory")
+        config_file = workdir / "config.json"
+        if not config_file.is_file():
+            raise RunError(
+                f"no config.json in {workdir} (it holds {_listing(workdir)}); is this an fgjax "
+                "training workdir? The trainer writes config.json when it starts"
+            )
+        try:
+            config = json.loads(config_file.read_text())
+        except json.JSONDecodeError as e:
+            raise RunError(f"{config_file} is not valid JSON: {e}") from None
+        model_cfg = cls._model_config(workdir)
+        steps, unfinished = [], []
+        ckpt_dir = workdir / CHECKPOINTS
+        if ckpt_dir.is_dir():
+            for name in os.listdir(ckpt_dir):
+                if name.isdigit() and (ckpt_dir / name).is_dir():
+                    steps.append(int(name))
+                elif match := _UNFINISHED.match(name):
+                    unfinished.append(int(match.group(1)))
+        has_export = native.is_native(workdir / PARAMS_EXPORT)
+        if not steps and not has_export:
+            found = f"{CHECKPOINTS}/ holds {_listing(ckpt_dir)}" if ckpt_dir.is_dir() else (
+                f"there is no {CHECKPOINTS}/ directory")  # fmt: skip
+            partial = (
+                f"; step(s) {sorted(unfinished)} were never finished writing" if unfinished else ""
+            )
+            raise RunError(
+                f"{workdir} has no complete checkpoint and no {PARAMS_EXPORT}/: {found}{partial}. "
+                f"The workdir holds {_listing(workdir)}; train at least until the first checkpoint"
+            )
+        return cls(workdir, config, model_cfg, tuple(sorted(steps)), tuple(sorted(unfinished)),
+                   has_export)  # fmt: skip
+
+    @staticmethod
+    def _model_config(workdir: Path):
+        file = workdir / "model_config.json"
+        if file.is_file():
+            try:
+                return model_config.from_dict(json.loads(file.read_text()))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise RunError(f"{file} is not a valid fgjax model config: {e}") from None
+        if native.is_native(workdir / PARAMS_EXPORT):
+            return native.read_config(workdir / PARAMS_EXPORT)
+        raise RunError(
+            f"no model_config.json in {workdir} (it holds {_listing(workdir)}); the trainer "
+            "writes it with config.json when it starts"
+        )
+
+    def describe_steps(self) -> str:
+        parts = [f"complete checkpoint steps {list(self.steps)}" if self.steps else
+                 "no complete checkpoint"]  # fmt: skip
+        if self.unfinished:
+            parts.append(f"unfinished (partial) steps {list(self.unfinished)}")
+        parts.append(f"{PARAMS_EXPORT}/ " + ("present" if self.has_export else "absent"))
+        return ", ".join(parts)
+
+    def params(self, step: int | None = None) -> tuple[ParamStore, str]:
+        """(the parameters of checkpoint `step`, a description). step None: the final
+        parameters export when the run finished, else the newest checkpoint."""
+        if step is None and self.has_export:
+            export = self.workdir / PARAMS_EXPORT / "params"
+            store = ParamStore(export, [()], what=f"the final parameters ({PARAMS_EXPORT})")
+            store.check(self.model_cfg)
+            return store, f"{PARAMS_EXPORT} (final parameters)"
+        if step is None:
+            step = self.steps[-1]
+        if step not in self.steps:
+            why = " (its checkpoint was never finished writing)" if step in self.unfinished else ""
+            raise RunError(f"no checkpoint at step {step}{why} in {self.workdir}; it has "
+                           f"{self.describe_steps()}")  # fmt: skip
+        item = self.workdir / CHECKPOINTS / str(step) / "state"
+        if not item.is_dir():
+            raise RunError(
+                f"checkpoint step {step} in {self.workdir / CHECKPOINTS} is incomplete: no "
+                f"'state' item (it holds {_listing(item.parent)}); the run has "
+                f"{self.describe_steps()}"
+            )
+        store = ParamStore(item, [("state", "params"), ("frozen",)], what=f"checkpoint step {step}")
+        store.check(self.model_cfg)
+        return store, f"checkpoint step {step}"
