@@ -21,7 +21,8 @@ language model trained alone (`task="lm"`) exports as its `*ForCausalLM` with to
 template; a vision tower alone as its `*VisionModel` with its image processor. The vocabulary
 stays the size the model was trained with (pad it when training, e.g. the `vicuna7b_llava`
 preset's 32064). By default the run's final parameters are exported (the newest checkpoint if
-the run has not finished); `--step=N` picks a checkpoint and `--dtype` casts the weights.
+the run has not finished); `--step=N` picks a checkpoint (or
+the parameters export of step N, `config.export_steps`) and `--dtype` casts the weights.
 Parameters stream from the Orbax checkpoint to the shards one at a time: the export's peak host
 memory is about twice the largest parameter (with scanned layers, one weight of all layers)
 plus twice a shard -- for a 7B Llama in 5 GB shards about 21 GB, where holding the model would

@@ -7,6 +7,8 @@ A workdir written by `fgjax.train.trainer` holds
     model_config.json    the fgjax model config (`fgjax.models.config.to_dict`)
     checkpoints/<step>/  Orbax steps; item "state" = {"state": TrainState, "frozen": params}
     params_export/       the final parameters (`fgjax.native`), once the run has finished
+    params_export_step<N>/  parameters at the steps of config.export_steps (kept after the
+                         checkpoint of that step is deleted)
 
 `Run.open(workdir)` checks all that and says what is missing; `run.params(step)` is a
 read-only mapping {fgjax parameter path "a/b/c": np.ndarray} whose values are restored from
@@ -30,10 +32,11 @@ from flax import nnx
 
 from fgjax import models, native
 from fgjax.models import config as model_config
-from fgjax.train.init import PARAMS_EXPORT
+from fgjax.train.init import PARAMS_EXPORT, export_dir
 
 CHECKPOINTS = "checkpoints"
 _UNFINISHED = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
+_STEP_EXPORT = re.compile(rf"^{PARAMS_EXPORT}_step(\d+)$")
 
 
 class RunError(ValueError):
@@ -185,6 +188,7 @@ class Run:
     steps: tuple[int, ...]  # complete checkpoint steps, oldest first
     unfinished: tuple[int, ...]  # steps whose checkpoint was never finished writing
     has_export: bool  # params_export/ is there (the run finished)
+    export_steps: tuple[int, ...]  # steps with a parameters export (config.export_steps)
 
     @classmethod
     def open(cls, workdir) -> Run:
@@ -210,8 +214,13 @@ class Run:
                     steps.append(int(name))
                 elif match := _UNFINISHED.match(name):
                     unfinished.append(int(match.group(1)))
-        has_export = native.is_native(workdir / PARAMS_EXPORT)
-        if not steps and not has_export:
+        has_export = native.is_native(export_dir(workdir))
+        export_steps = sorted(
+            int(match.group(1))
+            for name in os.listdir(workdir)
+            if (match := _STEP_EXPORT.match(name)) and native.is_native(workdir / name)
+        )
+        if not steps and not has_export and not export_steps:
             found = f"{CHECKPOINTS}/ holds {_listing(ckpt_dir)}" if ckpt_dir.is_dir() else (
                 f"there is no {CHECKPOINTS}/ directory")  # fmt: skip
             partial = (
@@ -222,7 +231,7 @@ class Run:
                 f"The workdir holds {_listing(workdir)}; train at least until the first checkpoint"
             )
         return cls(workdir, config, model_cfg, tuple(sorted(steps)), tuple(sorted(unfinished)),
-                   has_export)  # fmt: skip
+                   has_export, tuple(export_steps))  # fmt: skip
 
     @staticmethod
     def _model_config(workdir: Path):
@@ -244,19 +253,21 @@ class Run:
                  "no complete checkpoint"]  # fmt: skip
         if self.unfinished:
             parts.append(f"unfinished (partial) steps {list(self.unfinished)}")
+        if self.export_steps:
+            parts.append(f"parameters exports at steps {list(self.export_steps)}")
         parts.append(f"{PARAMS_EXPORT}/ " + ("present" if self.has_export else "absent"))
         return ", ".join(parts)
 
     def params(self, step: int | None = None) -> tuple[ParamStore, str]:
         """(the parameters of checkpoint `step`, a description). step None: the final
-        parameters export when the run finished, else the newest checkpoint."""
+        parameters export when the run finished, else the newest checkpoint. A step whose
+        checkpoint is gone reads its parameters export (config.export_steps) if there is one."""
         if step is None and self.has_export:
-            export = self.workdir / PARAMS_EXPORT / "params"
-            store = ParamStore(export, [()], what=f"the final parameters ({PARAMS_EXPORT})")
-            store.check(self.model_cfg)
-            return store, f"{PARAMS_EXPORT} (final parameters)"
+            return self._export_params(None)
         if step is None:
-            step = self.steps[-1]
+            step = self.steps[-1] if self.steps else self.export_steps[-1]
+        if step not in self.steps and step in self.export_steps:
+            return self._export_params(step)
         if step not in self.steps:
             why = " (its checkpoint was never finished writing)" if step in self.unfinished else ""
             raise RunError(f"no checkpoint at step {step}{why} in {self.workdir}; it has "
@@ -271,3 +282,10 @@ class Run:
         store = ParamStore(item, [("state", "params"), ("frozen",)], what=f"checkpoint step {step}")
         store.check(self.model_cfg)
         return store, f"checkpoint step {step}"
+
+    def _export_params(self, step: int | None) -> tuple[ParamStore, str]:
+        directory = export_dir(self.workdir, step)
+        what = f"the parameters export {directory.name}" + (" (final)" if step is None else "")
+        store = ParamStore(directory / "params", [()], what=what)
+        store.check(self.model_cfg)
+        return store, what

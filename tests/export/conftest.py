@@ -12,8 +12,8 @@ from fgjax.train import trainer
 from tests.train import helpers
 
 RUNS = {
-    "clip": dict(encoder="tiny_clip", stage="finetune", preprocess="letterbox"),
-    "siglip": dict(encoder="tiny_siglip", stage="full", preprocess=None),
+    "clip": dict(encoder="tiny_clip", stage="finetune", preprocess="letterbox", export_steps=[1]),
+    "siglip": dict(encoder="tiny_siglip", stage="full", preprocess=None, export_steps=[]),
 }
 
 
@@ -24,8 +24,9 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, dataset):
-    """trained(name) -> the workdir of a finished 3-step run (checkpoints at steps 2 and 3,
-    the final parameters export), trained on first use."""
+    """trained(name) -> the workdir of a finished 3-step run (checkpoints at steps 2 and 3, the
+    final parameters export; "clip" also a checkpoint and a parameters export at step 1),
+    trained on first use."""
     cache = {}
 
     def get(name):
@@ -35,6 +36,7 @@ def trained(tmp_path_factory, dataset):
             config.optim.lr = 1e-3  # trained, yet far from collapsed: varied greedy tokens
             config.model.encoder = spec["encoder"]
             config.data.preprocess = spec["preprocess"]
+            config.export_steps = spec["export_steps"]
             workdir = tmp_path_factory.mktemp(f"run_{name}")
             trainer.train(config, str(workdir))
             cache[name] = workdir

@@ -47,6 +47,7 @@ def test_missing_model_config(workdir_copy, tmp_path):
 def test_no_checkpoint(workdir_copy, tmp_path):
     workdir = workdir_copy("clip")
     remove(workdir / "params_export")
+    remove(workdir / "params_export_step1")
     for step in os.listdir(workdir / "checkpoints"):
         remove(workdir / "checkpoints" / step)
     with pytest.raises(RunError, match=r"no complete checkpoint .* checkpoints/ holds \(empty\)"):
@@ -59,16 +60,23 @@ def test_no_checkpoint(workdir_copy, tmp_path):
 
 def test_unknown_and_unfinished_steps(workdir_copy, tmp_path):
     """Orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it when complete;
-    an interrupted save stays there."""
+    an interrupted save stays there. A step whose checkpoint is gone but that has a parameters
+    export (config.export_steps) is read from the export."""
     workdir = workdir_copy("clip")
     remove(workdir / "params_export")
+    remove(workdir / "checkpoints" / "1")
     os.rename(workdir / "checkpoints" / "3", workdir / "checkpoints" / "3.orbax-checkpoint-tmp-9")
-    with pytest.raises(RunError, match=r"no checkpoint at step 7 .* steps \[2\], unfinished"):
+    with pytest.raises(
+        RunError,
+        match=r"no checkpoint at step 7 .* steps \[2\], unfinished \(partial\) steps \[3\], "
+        r"parameters exports at steps \[1\], params_export/ absent",
+    ):
         export_run(workdir, tmp_path / "out", step=7)
     with pytest.raises(RunError, match=r"step 3 \(its checkpoint was never finished writing\)"):
         export_run(workdir, tmp_path / "out", step=3)
-    result = export_run(workdir, tmp_path / "out")  # the newest complete one
-    assert result.source == "checkpoint step 2"
+    assert export_run(workdir, tmp_path / "out").source == "checkpoint step 2"  # newest complete
+    result = export_run(workdir, tmp_path / "out", step=1, overwrite=True)
+    assert result.source == "the parameters export params_export_step1"
 
 
 def test_partial_and_corrupt_checkpoints(workdir_copy, tmp_path):
@@ -176,7 +184,7 @@ def test_command_line(dataset, trained, tmp_path, capsys):
     assert "transformers cannot represent this model: the encoder fuses 2" in printed
     assert "fgjax.native.load(" in printed and native.is_native(tmp_path / "out")
     args = [f"--workdir={trained('clip')}", "--step=5", f"--out={tmp_path / 'out2'}"]
-    with pytest.raises(SystemExit, match=r"error: no checkpoint at step 5 .*steps \[2, 3\]"):
+    with pytest.raises(SystemExit, match=r"error: no checkpoint at step 5 .*steps \[1, 2, 3\]"):
         cli.main(args)
     with pytest.raises(SystemExit, match="cannot read the size '5 parsecs'"):
         cli.main([*args, "--max_shard_size=5 parsecs"])
