@@ -10,31 +10,31 @@ turns a training run into a directory that transformers loads directly:
 `AutoProcessor.from_pretrained("llava-hf")`, given the raw image and the prompt, give the same
 logits as fgjax (1e-4 relative in float32) and the same greedy generations; tests/export checks
 both on CLIP- and SigLIP-tower models trained a few steps. The directory holds `config.json`,
-the weights as safetensors in LLaVA's legacy key layout (which every transformers version
-reads; sharded with an index above `--max_shard_size`), the run's tokenizer with `<image>` a
-special token at the model's image token id, a chat template reproducing the run's prompt
-template (`processor.apply_chat_template(messages, add_generation_prompt=True)` gives the
-tokens fgjax trained on), the image processor (padding to a square when the run used
-LLaVA-1.5's `preprocess="letterbox"`), the LLaVA processor settings (`patch_size`,
+the weights as safetensors in LLaVA's legacy key layout (which every transformers version reads;
+sharded with an index above `--max_shard_size`), the run's tokenizer with `<image>` a special
+token at the model's image token id, a chat template reproducing the run's prompt template
+(`processor.apply_chat_template(messages, add_generation_prompt=True)` gives the tokens fgjax
+trained on), the image processor (padding to a square when the run used LLaVA-1.5's
+`preprocess="letterbox"`), the LLaVA processor settings (`patch_size`,
 `vision_feature_select_strategy`, `num_additional_image_tokens`) and a generation config. A
 language model trained alone (`task="lm"`) exports as its `*ForCausalLM` with tokenizer and chat
 template; a vision tower alone as its `*VisionModel` with its image processor. The vocabulary
 stays the size the model was trained with (pad it when training, e.g. the `vicuna7b_llava`
 preset's 32064). By default the run's final parameters are exported (the newest checkpoint if
-the run has not finished); `--step=N` picks a checkpoint (or
-the parameters export of step N, `config.export_steps`) and `--dtype` casts the weights.
-Parameters stream from the Orbax checkpoint to the shards one at a time: the export's peak host
-memory is about twice the largest parameter (with scanned layers, one weight of all layers)
-plus twice a shard -- for a 7B Llama in 5 GB shards about 21 GB, where holding the model would
-take 27 GB plus the converted copy. Models transformers cannot represent -- a fused DINOv2+SigLIP encoder, image tokens placed right
+the run has not finished); `--step=N` picks a checkpoint (or the parameters export of step N,
+`config.export_steps`) and `--dtype` casts the weights. Parameters stream from the Orbax
+checkpoint to the shards one at a time: the export's peak host memory is about twice the largest
+parameter (with scanned layers, one weight of all layers) plus twice a shard -- for a 7B Llama
+in 5 GB shards about 21 GB, where holding the model would take 27 GB plus the converted copy.
+Models transformers cannot represent -- a fused DINOv2+SigLIP encoder, image tokens placed right
 after BOS (`image_layout="after_bos"`), a DINOv2 tower with registers under the "default"
 feature strategy, a CLIP/SigLIP tower run at another resolution than its position embeddings,
 projectors other than LLaVA's 2-layer MLP -- are exported in fgjax's native parameters format
 instead (`fgjax.native.load(OUT)` reads them back), with a message naming the reason;
 `--format=hf` makes that an error and `--format=native` always writes the native format. An
-incomplete workdir (no checkpoint, a checkpoint that was never finished or lost files, a
-missing `config.json`, an unknown `--step`) stops the export with a message listing what the
-workdir holds; a failed export leaves nothing behind in OUT.
+incomplete workdir (no checkpoint, a checkpoint that was never finished or lost files, a missing
+`config.json`, an unknown `--step`) stops the export with a message listing what the workdir
+holds; a failed export leaves nothing behind in OUT.
 """
 
 from __future__ import annotations
