@@ -1,0 +1,159 @@
+"""Images/s of likelihood ranking over the 102 Oxford Flowers class names, three ways, on one
+small LLaVA-architecture model (CLIP tower + Llama decoder, random weights) on this CPU:
+
+  shared prefix   fgjax.evaluate.inference.score_continuations: each image's prompt runs once
+                  into a KV cache, all 102 class names are packed into chunks scored against it
+                  (a batch of images at once)
+  naive fgjax     inference.full_sequence_class_scores: one full forward of prompt + class name
+                  per class (the batch of images at once, no cache)
+  transformers    LlavaForConditionalGeneration in PyTorch, scored the way VLMClassifier
+                  (Zhang et al. 2024) does: the prompt runs once per image into a KV cache, then
+                  each class name is fed one at a time after it (cache cropped back each time)
+
+The same weights throughout (fgjax.hf.save -> transformers), the same prompt, class tokens and
+pixels; the summed log-probs and the predicted classes are checked to agree before timing.
+
+    python -m benchmarks.likelihood_scoring [--batch 8] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import jax
+import numpy as np
+import torch
+import transformers
+from flax import nnx
+
+from benchmarks.common import report
+from fgjax import hf, models
+from fgjax.data import classification
+from fgjax.data.conversation import ConversationEncoder
+from fgjax.data.templates import get_template
+from fgjax.data.tokenizer_train import tiny_tokenizer
+from fgjax.evaluate import inference, prompts
+from fgjax.models import presets
+
+
+def build(class_names):
+    tok = tiny_tokenizer("bpe", vocab_size=1024, texts=[" ".join(class_names)] * 4)
+    cfg = presets.vlm(
+        "tiny_clip", "tiny_llama", "mlp2x_gelu",
+        image_token_id=tok.token_to_id("<image>"),
+        encoder_overrides=dict(width=128, depth=4, num_heads=4, mlp_dim=512, image_size=64,
+                               patch_size=16),
+        decoder_overrides=dict(vocab_size=tok.vocab_size, width=256, depth=4, num_heads=8,
+                               num_kv_heads=4, mlp_dim=768),
+    )  # fmt: skip
+    model = models.build(cfg, seed=0)
+    encoder = ConversationEncoder.for_model(tok, get_template("vicuna_v1").with_system(None), cfg)
+    return tok, cfg, model, encoder
+
+
+def torch_scores(llava, prompt, pixels, class_tokens) -> np.ndarray:
+    """f32[B, C] the VLMClassifier way: per image the prompt into a cache, then class by class."""
+    out = np.zeros((len(pixels), len(class_tokens)), np.float32)
+    ids = torch.from_numpy(prompt[None].astype(np.int64))
+    with torch.no_grad():
+        for row, image in enumerate(pixels):
+            pre = llava(input_ids=ids, pixel_values=image[None], use_cache=True)
+            cache, first = pre.past_key_values, torch.log_softmax(pre.logits[0, -1], -1)
+            for c, tokens in enumerate(class_tokens):
+                cont = torch.tensor([tokens])
+                logits = llava(input_ids=cont, past_key_values=cache, use_cache=True).logits[0]
+                logp = torch.log_softmax(logits[:-1], -1)
+                total = first[tokens[0]] + logp[torch.arange(len(tokens) - 1), cont[0, 1:]].sum()
+                out[row, c] = float(total)
+                cache.crop(len(prompt))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=8, help="images per fgjax call")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk_tokens", type=int, default=256)
+    args = parser.parse_args()
+
+    class_names = classification.info("oxford_flowers102").class_names
+    tok, cfg, model, encoder = build(class_names)
+    prompter = prompts.Prompter(encoder)
+    prompt = prompter.prompt(prompts.QUESTION, lead_in=prompts.LEAD_IN)
+    class_tokens = [prompter.continuation(name, prompts.LEAD_IN) for name in class_names]
+    size = cfg.encoder.resolution
+    pixels = np.random.default_rng(0).normal(size=(args.batch, size, size, 3)).astype(np.float32)
+    graphdef, state = nnx.split(model)
+    tokens, mask = prompts.pad_prompts([prompt] * args.batch, bucket=8)
+    chunks = inference.pack_continuations(class_tokens, args.chunk_tokens)
+
+    def shared():
+        return np.asarray(inference.score_continuations(
+            graphdef, state, tokens, mask, pixels, chunks, num_classes=len(class_tokens)))  # fmt: skip
+
+    def naive():
+        return inference.full_sequence_class_scores(
+            graphdef, state, [prompt] * args.batch, pixels, class_tokens
+        )
+
+    with tempfile.TemporaryDirectory() as directory:
+        hf.save(model, directory)
+        llava = transformers.LlavaForConditionalGeneration.from_pretrained(directory).eval()
+    torch_pixels = torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy())
+
+    def reference():
+        return torch_scores(llava, prompt, torch_pixels, class_tokens)
+
+    # agreement first (these calls also compile)
+    ours, slow, theirs = shared(), naive(), reference()
+    agreement = {
+        "max_abs_diff_vs_naive": float(np.abs(ours - slow).max()),
+        "max_abs_diff_vs_transformers": float(np.abs(ours - theirs).max()),
+        "same_top1_vs_naive": bool((ours.argmax(1) == slow.argmax(1)).all()),
+        "same_top1_vs_transformers": bool((ours.argmax(1) == theirs.argmax(1)).all()),
+    }
+    assert agreement["same_top1_vs_naive"] and agreement["same_top1_vs_transformers"], agreement
+    assert agreement["max_abs_diff_vs_transformers"] < 1e-3, agreement
+
+    rows = []
+    for name, fn in (("fgjax shared prefix", shared), ("fgjax naive per class", naive),
+                     ("transformers LLaVA, cached prefix, class by class", reference)):  # fmt: skip
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        seconds = float(np.median(times))
+        rows.append({"method": name, "images_per_s": args.batch / seconds, "s_per_batch": seconds})
+    base = rows[0]["images_per_s"]
+    for row in rows:
+        row["shared_prefix_speedup"] = base / row["images_per_s"]
+    tokens_per_class = [len(t) for t in class_tokens]
+    report(
+        "likelihood_scoring",
+        rows,
+        {
+            "classes": len(class_names),
+            "batch": args.batch,
+            "prompt_tokens": int(len(prompt)),
+            "class_tokens": {
+                "min": min(tokens_per_class),
+                "max": max(tokens_per_class),
+                "total": sum(tokens_per_class),
+            },  # fmt: skip
+            "chunks": list(chunks.tokens.shape),
+            "params": models.param_count(cfg),
+            "torch_threads": torch.get_num_threads(),
+            "load_average": list(os.getloadavg()),
+            "jax": jax.__version__,
+            "transformers": transformers.__version__,
+            **agreement,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Models to evaluate, from the same sources as training initialization:
+
+    "run:DIR"  a finished fgjax run (DIR/params_export, tokenizer and template from
+               DIR/config.json) or a parameters export directory itself (fgjax.native)
+    "hf:DIR"   a Hugging Face directory (fgjax.hf.load; tokenizer.json in DIR)
+
+A tokenizer path or template name given explicitly wins over what the source records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from flax import nnx
+
+from fgjax import hf, models, native
+from fgjax.data.templates import TEMPLATES, Template, get_template
+from fgjax.data.tokenizer import Tokenizer, add_image_token, load_tokenizer
+from fgjax.models.config import VLMConfig
+from fgjax.models.contrastive import ContrastiveConfig
+from fgjax.models.partitioning import DEFAULT_RULES
+from fgjax.train import sharding
+from fgjax.train.init import PARAMS_EXPORT
+
+KEEP = object()  # "keep the template's own system message"
+
+
+@dataclasses.dataclass
+class Loaded:
+    model: Any
+    cfg: Any
+    tokenizer: Tokenizer
+    template: Template | None
+    source: str
+
+
+def _run_config(path: Path) -> dict:
+    file = path / "config.json"
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def _load_weights(source: str, mesh=None, rules=DEFAULT_RULES):
+    """(model, cfg, recorded data config) of a source. With a mesh, an fgjax export is
+    restored straight onto it (each parameter placed by its logical axes; needed with several
+    processes)."""
+    kind, _, path = source.partition(":")
+    path = Path(path)
+    if kind == "run":
+        export = path / PARAMS_EXPORT
+        target = export if native.is_native(export) else path
+        if not native.is_native(target):
+            raise FileNotFoundError(
+                f"{path} holds no finished fgjax run (no {PARAMS_EXPORT}/) nor a parameters "
+                "export; finish the run first or point at its export directory"
+            )
+        cfg = native.read_config(target)
+        graphdef, abstract = nnx.split(models.abstract(cfg))
+        shardings = None if mesh is None else sharding.state_shardings(abstract, mesh, rules)
+        model = nnx.merge(graphdef, native.load_params(target, cfg, shardings))
+        return model, cfg, _run_config(path).get("data", {})
+    if kind == "hf":
+        model, cfg = hf.load(str(path))
+        return model, cfg, {"tokenizer": str(path)}
+    raise ValueError(f"model source {source!r} must start with 'run:' or 'hf:'")
+
+
+def _tokenizer(path: str | None, source: str) -> Tokenizer:
+    if not path:
+        raise ValueError(
+            f"no tokenizer known for {source}: set config.tokenizer to a tokenizer.json, a "
+            "sentencepiece model or a directory holding one"
+        )
+    tok = load_tokenizer(path)
+    if tok.token_to_id("<image>") is None:
+        add_image_token(tok)  # as training does (fgjax.train.data.tokenizer_for)
+    return tok
+
+
+def load_vlm(source: str, *, tokenizer: str | None = None, template: str | None = None,
+             system=KEEP, mesh=None, rules=DEFAULT_RULES) -> Loaded:  # fmt: skip
+    """A VLM with its tokenizer (image token added if missing) and chat template; `system`
+    replaces the template's system message (None: none); `mesh`: restore onto it."""
+    model, cfg, data = _load_weights(source, mesh, rules)
+    if not isinstance(cfg, VLMConfig):
+        raise ValueError(f"{source} holds a {type(cfg).__name__}, not a VLM")
+    name = template or data.get("template")
+    if not name:
+        raise ValueError(
+            f"no chat template known for {source}: set config.template to one of {sorted(TEMPLATES)}"
+        )
+    chosen = get_template(name)
+    if system is not KEEP:
+        chosen = chosen.with_system(system)
+    return Loaded(
+        model, cfg, _tokenizer(tokenizer or data.get("tokenizer"), source), chosen, source
+    )
+
+
+def load_contrastive(source: str, *, tokenizer: str | None = None, mesh=None) -> Loaded:
+    """A ContrastiveModel (for mining negatives) with its caption tokenizer."""
+    model, cfg, data = _load_weights(source, mesh)
+    if not isinstance(cfg, ContrastiveConfig):
+        raise ValueError(f"{source} holds a {type(cfg).__name__}, not a ContrastiveModel")
+    tok_path = tokenizer or data.get("tokenizer")
+    if not tok_path:
+        raise ValueError(f"no tokenizer known for {source}: set config.negatives.tokenizer")
+    return Loaded(model, cfg, load_tokenizer(tok_path), None, source)

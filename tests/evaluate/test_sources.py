@@ -1,0 +1,63 @@
+"""Evaluation data sources: the built-in specimens (classes and general questions), JSONL
+classification and question files with their errors, seeded subsets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fgjax.data import specimens
+from fgjax.evaluate import datasets, vqa
+
+
+def test_specimens_classes_and_general_questions():
+    dataset = datasets.from_spec({"name": "specimens", "size": 6, "resolution": 32})
+    assert dataset.class_names == tuple(specimens.class_names()) and len(dataset) == 6
+    record = dataset[3]
+    assert record["image"].shape == (32, 32, 3) and 0 <= record["label"] < 100
+    assert dataset.ids()[3] == record["id"] == specimens.example_id(0, "test", 3)
+    train = datasets.from_spec({"name": "specimens", "train_size": 4, "resolution": 32}, "train")
+    assert train.split == "train" and len(train) == 4
+    questions = vqa.load_questions({"source": "specimens", "size": 2, "resolution": 32})
+    short = [q for q in questions if "answers" in q]
+    choice = [q for q in questions if "options" in q]
+    assert len(short) == len(choice) == 10  # five questions per example, in both forms
+    for s, c in zip(short, choice):
+        assert s["question"] == c["question"] and c["options"][c["answer"]] == s["answers"][0]
+
+
+def test_jsonl_files_and_their_errors(tmp_path):
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")
+    rows = [{"image": "a.png", "label": "tulip"}, {"image": "a.png", "label": "rose", "id": "x"}]
+    (tmp_path / "c.jsonl").write_text("\n".join(map(json.dumps, rows)))
+    dataset = datasets.from_spec(
+        {"name": "mine", "source": "jsonl", "path": str(tmp_path / "c.jsonl")}
+    )
+    assert dataset.class_names == ("rose", "tulip") and dataset.labels().tolist() == [1, 0]
+    assert dataset.ids() == ["mine/0", "x"]
+    assert datasets.read_image(dataset[0]["image"]) == (tmp_path / "a.png").read_bytes()
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"image": "a.png", "label": "lily"}))
+    with pytest.raises(ValueError, match="bad.jsonl:1: label 'lily' is not a class name"):
+        datasets.from_spec({"name": "m", "source": "jsonl", "path": str(tmp_path / "bad.jsonl"),
+                            "class_names": ["rose"]})  # fmt: skip
+    (tmp_path / "q.jsonl").write_text(
+        json.dumps({"image": "a.png", "question": "Q?", "options": ["a", "b"], "answer": "c"})
+    )
+    with pytest.raises(ValueError, match="q.jsonl:1: need >= 2 options and an answer among them"):
+        vqa.load_questions({"source": "jsonl", "path": str(tmp_path / "q.jsonl")})
+    with pytest.raises(ValueError, match="unknown question source"):
+        vqa.load_questions({"source": "vqav2"})
+
+
+def test_seeded_subsets_keep_dataset_order():
+    full = datasets.ClassificationSet("d", "test", ("a", "b"), datasets.ArraySource(
+        np.zeros((50, 2, 2, 3), np.uint8), np.arange(50) % 2))  # fmt: skip
+    first = datasets.subset(full, 10, seed=1)
+    again = datasets.subset(full, 10, seed=1)
+    assert first.ids() == again.ids() and len(first) == 10
+    indices = [int(i.split("-")[1]) for i in first.ids()]
+    assert indices == sorted(indices) and first.ids() != datasets.subset(full, 10, seed=2).ids()
+    assert datasets.subset(full, None) is full
