@@ -13,7 +13,7 @@ small LLaVA-architecture model (CLIP tower + Llama decoder, random weights) on t
 The same weights throughout (fgjax.hf.save -> transformers), the same prompt, class tokens and
 pixels; the summed log-probs and the predicted classes are checked to agree before timing.
 
-    python -m benchmarks.likelihood_scoring [--batch 8] [--repeats 3]
+    python -m benchmarks.likelihood_scoring [--batch 8] [--repeats 3] [--torch_threads 1]
 """
 
 from __future__ import annotations
@@ -61,14 +61,14 @@ def torch_scores(llava, prompt, pixels, class_tokens) -> np.ndarray:
     with torch.no_grad():
         for row, image in enumerate(pixels):
             pre = llava(input_ids=ids, pixel_values=image[None], use_cache=True)
-            cache, first = pre.past_key_values, torch.log_softmax(pre.logits[0, -1], -1)
+            cache, first = pre.cache, torch.log_softmax(pre.logits[0, -1], -1)
             for c, tokens in enumerate(class_tokens):
                 cont = torch.tensor([tokens])
-                logits = llava(input_ids=cont, past_key_values=cache, use_cache=True).logits[0]
+                logits = llava(input_ids=cont, cache=cache, use_cache=True).logits[0]
                 logp = torch.log_softmax(logits[:-1], -1)
                 total = first[tokens[0]] + logp[torch.arange(len(tokens) - 1), cont[0, 1:]].sum()
                 out[row, c] = float(total)
-                cache.crop(len(prompt))
+                cache.crop(-len(tokens))  # back to the prompt alone
     return out
 
 
@@ -77,7 +77,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="images per fgjax call")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk_tokens", type=int, default=256)
+    parser.add_argument(
+        "--torch_threads", type=int, default=1,
+        help="PyTorch intra-op threads; on a shared 2-core machine 2 threads spin against other "
+        "processes and run each call 10-50x slower than 1",
+    )  # fmt: skip
     args = parser.parse_args()
+    torch.set_num_threads(args.torch_threads)
 
     class_names = classification.info("oxford_flowers102").class_names
     tok, cfg, model, encoder = build(class_names)

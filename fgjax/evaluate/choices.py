@@ -27,7 +27,7 @@ import numpy as np
 
 from fgjax.evaluate import inference, negatives, prompts
 from fgjax.evaluate.generation import generate_texts
-from fgjax.evaluate.loop import Evaluator
+from fgjax.evaluate.loop import Evaluator, process0
 from fgjax.evaluate.matching import LETTERS, parse_option
 from fgjax.evaluate.report import Result
 
@@ -77,13 +77,15 @@ def option_sets(dataset, miner, k: int, seed: int, options_dir) -> OptionSets:
     """The cached option sets of (dataset, k, seed, miner kind), mined and written if absent."""
     path = option_file(options_dir, dataset, k, seed, miner.name)
     ids, labels = dataset.ids(), dataset.labels()
-    if path.exists():
+    if process0(path.exists()):  # several hosts need options_dir on a shared file system
         saved = json.loads(path.read_text())
         problems = []
         if saved["miner"] != miner.name:
             problems.append(f"it was mined by {saved['miner']!r}, not {miner.name!r}")
         if saved["ids"] != ids or saved["labels"] != labels.tolist():
             problems.append("its examples or labels differ from the dataset's")
+        if saved["class_names"] != list(dataset.class_names):
+            problems.append("its class names differ from the dataset's")
         if problems:
             raise ValueError(
                 f"option file {path}: {'; '.join(problems)}. Delete it to mine again, or set "

@@ -74,6 +74,7 @@ def build(
     c.batch_size = int(args.get("batch_size", 8))
     c.mesh = {"data": -1}
     c.preprocess = _optional(None)
+    c.prompt_bucket = 32
     c.datasets = [{"name": name, **spec} for name in names]
     c.protocols = {name: dict(protocols.get(name, PROTOCOLS[name])) for name in chosen}
     if "k" in args and "multiple_choice" in c.protocols:

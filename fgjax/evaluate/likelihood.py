@@ -37,9 +37,8 @@ def class_tokens(evaluator: Evaluator, class_names, lead_in) -> list[list[int]]:
     return [evaluator.prompter.continuation(name, lead_in) for name in class_names]
 
 
-def score_images(evaluator: Evaluator, dataset, cfg: LikelihoodConfig) -> dict[str, np.ndarray]:
-    """{"scores": f32[N, C] summed log-probs, "index", "label"} over the dataset."""
-    tokens = class_tokens(evaluator, dataset.class_names, cfg.lead_in)
+def score_images(evaluator: Evaluator, dataset, cfg: LikelihoodConfig, tokens) -> dict:
+    """{"scores": f32[N, C] summed log-probs of the class `tokens`, "index", "label"}."""
     chunks = inference.Chunks(
         *(evaluator.constant(a) for a in inference.pack_continuations(tokens, cfg.chunk_tokens))
     )
@@ -62,9 +61,8 @@ def score_images(evaluator: Evaluator, dataset, cfg: LikelihoodConfig) -> dict[s
     )
 
 
-def score_without_image(evaluator: Evaluator, class_names, cfg: LikelihoodConfig) -> np.ndarray:
+def score_without_image(evaluator: Evaluator, cfg: LikelihoodConfig, tokens) -> np.ndarray:
     """f32[C]: each class's summed log-prob after the prompt with no image."""
-    tokens = class_tokens(evaluator, class_names, cfg.lead_in)
     chunks = inference.Chunks(
         *(evaluator.constant(a) for a in inference.pack_continuations(tokens, cfg.chunk_tokens))
     )
@@ -104,14 +102,11 @@ def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 
 def evaluate(evaluator: Evaluator, dataset, cfg: LikelihoodConfig = LikelihoodConfig()) -> Result:
-    out = score_images(evaluator, dataset, cfg)
+    tokens = class_tokens(evaluator, dataset.class_names, cfg.lead_in)
+    out = score_images(evaluator, dataset, cfg, tokens)
     sums, labels = out["scores"].astype(np.float64), out["label"]
-    lengths = np.asarray(
-        [len(t) for t in class_tokens(evaluator, dataset.class_names, cfg.lead_in)]
-    )
-    no_image = (
-        score_without_image(evaluator, dataset.class_names, cfg) if cfg.no_image_prior else None
-    )
+    lengths = np.asarray([len(t) for t in tokens])
+    no_image = score_without_image(evaluator, cfg, tokens) if cfg.no_image_prior else None
     table = variants(sums, lengths, cfg.alphas, no_image)
     if cfg.primary not in table:
         raise ValueError(f"likelihood primary={cfg.primary!r}; choose one of {sorted(table)}")
@@ -122,7 +117,7 @@ def evaluate(evaluator: Evaluator, dataset, cfg: LikelihoodConfig = LikelihoodCo
     primary = table[cfg.primary]
     predictions = np.argmax(primary, axis=1)
     metrics["accuracy"] = metrics[f"{cfg.primary}/top1"]
-    ids = dataset.ids() if hasattr(dataset, "ids") else [str(i) for i in out["index"]]
+    ids = dataset.ids()
     names = dataset.class_names
     records = []
     for row, (label, prediction) in enumerate(zip(labels, predictions)):

@@ -31,7 +31,7 @@ Batch = dict[str, jax.Array]
 PromptFn = Callable[[np.ndarray], list[np.ndarray]]  # dataset indices i32[b] -> one prompt each
 
 
-def place(tree, shardings, mesh: Mesh):
+def place(tree, shardings):
     """Host or single-device arrays -> global arrays with `shardings` (same on every process)."""
 
     def put(x, target):
@@ -49,7 +49,7 @@ def place_model(model, mesh: Mesh, rules=DEFAULT_RULES):
     """(graphdef, state) of an NNX model with every parameter placed by its logical axes."""
     graphdef, state = nnx.split(model)
     shardings = sharding.state_shardings(state, mesh, rules)
-    pure = place(nnx.to_pure_dict(state), shardings, mesh)
+    pure = place(nnx.to_pure_dict(state), shardings)
     nnx.replace_by_pure_dict(state, pure)
     return graphdef, state
 
@@ -59,6 +59,14 @@ def gather(tree) -> dict:
     if jax.process_count() == 1:
         return jax.device_get(tree)
     return jax.device_get(multihost_utils.process_allgather(tree, tiled=True))
+
+
+def process0(flag: bool) -> bool:
+    """Process 0's value of `flag` on every process (decisions that must agree, e.g. whether
+    a cached file exists)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
 def agree_max(value: int) -> int:
@@ -110,7 +118,7 @@ class DatasetRunner:
 
     def constant(self, value):
         """A host array replicated over the mesh (chunks, candidate ids, ...)."""
-        return place(np.asarray(value), self.replicated, self.mesh)
+        return place(np.asarray(value), self.replicated)
 
     def _transform(self, dataset, with_images: bool):
         def transform(index: int) -> dict:
@@ -166,9 +174,8 @@ class DatasetRunner:
         with activation_sharding(self.mesh, self.rules):
             for local in batches:
                 batch = self._global(local, prompts)
-                outputs = compute(
-                    batch
-                )  # dispatched asynchronously; the next batch is read meanwhile
+                # dispatched asynchronously: the next batch is read while this one runs
+                outputs = compute(batch)
                 if pending is not None:
                     collected.append(gather(pending))
                     bar.update(1)

@@ -6,7 +6,8 @@ config (see configs/eval/ for complete files):
   job        "eval"
   model      "run:DIR" | "hf:DIR" (loading.py); tokenizer, template: override the recorded
              ones; system: replaces the template's system message when present
-  batch_size global images per step; mesh {"data": -1}; preprocess: image mode or None
+  batch_size global images per step; mesh {"data": -1}; preprocess: image mode or None;
+             prompt_bucket: prompts are padded to a multiple of it (few compiled shapes)
   datasets   dataset specs (datasets.py): names or dicts
   protocols  {name: options}: likelihood, multiple_choice, open_world, closed_world, probe
              (per dataset) and general_qa {"sources": [question source specs]} (vqa.py);
@@ -29,9 +30,7 @@ import logging
 from pathlib import Path
 
 import jax
-import numpy as np
 from clu import metric_writers
-from jax.experimental import multihost_utils
 
 from fgjax import distributed
 from fgjax.data.conversation import ConversationEncoder
@@ -46,7 +45,7 @@ from fgjax.evaluate import (
     report,
     vqa,
 )
-from fgjax.evaluate.loop import Evaluator
+from fgjax.evaluate.loop import Evaluator, process0
 from fgjax.train import sharding
 from fgjax.train.logging import setup_python_logging
 
@@ -129,8 +128,9 @@ def evaluate(config, workdir: str) -> dict:
     evaluator = Evaluator(
         loaded.model, encoder, batch_size=int(config.get("batch_size", 8)), mesh=mesh,
         preprocess_mode=config.get("preprocess"),
+        prompt_bucket=int(config.get("prompt_bucket", 32)),
     )  # fmt: skip
-    del loaded.model  # the evaluator holds the placed parameters
+    del loaded  # the evaluator holds the placed parameters
     writer = metric_writers.create_default_writer(
         str(workdir), just_logging=jax.process_index() > 0
     )
@@ -195,10 +195,7 @@ def _done_file(directory: Path, protocol: str) -> Path:
 
 def _is_done(directory: Path, protocol: str) -> bool:
     """Whether a protocol finished earlier, as process 0 sees it (all processes agree)."""
-    done = _done_file(directory, protocol).is_file()
-    if jax.process_count() > 1:
-        done = bool(multihost_utils.broadcast_one_to_all(np.int32(done)))
-    return done
+    return process0(_done_file(directory, protocol).is_file())
 
 
 def _mark_done(directory: Path, protocol: str, results: list[str]) -> None:

@@ -124,7 +124,7 @@ def conversation(label: int, letter: int, rng: np.random.Generator) -> list[dict
     return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
 
 
-def train(model, enc: ConversationEncoder, steps: int, batch: int = 32, lr: float = 3e-3, seed=0):
+def train(model, enc: ConversationEncoder, steps: int, batch: int = 8, lr: float = 3e-3, seed=0):
     """Trains every parameter on random conversations; returns the trained model."""
     preprocess = image_ops.preprocess_config_for(model.cfg.encoder)
     graphdef, params = nnx.split(model)

@@ -99,25 +99,26 @@ def test_greedy_generation_equals_rerunning_the_sequence(vlm):
         assert np.all(out[row, cut:] == -1)
 
 
+@functools.partial(jax.jit, static_argnames="graphdef")
+def full_forward(graphdef, state, tokens, mask, images):
+    model = nnx.merge(graphdef, state)
+    out = model(tokens, images, input_mask=mask, return_hidden=True)
+    encoded = model.encoder(images)
+    return out.last_hidden, out.hidden_states[1], encoded.last_hidden_state, encoded.pooled
+
+
 def test_hidden_features_match_a_full_forward(vlm):
     cfg, graphdef, state, prompts, images = vlm
     tokens, mask = pad_prompts(prompts, bucket=8)
     features = inference.vlm_features(graphdef, state, tokens, mask, images)
     layer1 = inference.vlm_features(graphdef, state, tokens, mask, images, layer=1)
-    model = nnx.merge(graphdef, state)
-    out = model(jnp.asarray(tokens), jnp.asarray(images), input_mask=mask, return_hidden=True)
+    last, first_block, patches, pooled = full_forward(graphdef, state, tokens, mask, images)
     for row, length in enumerate(PROMPT_LENGTHS):  # padding is causal-invisible to real tokens
-        np.testing.assert_allclose(
-            features["last"][row], out.last_hidden[row, length - 1], atol=1e-5
-        )
-        np.testing.assert_allclose(
-            features["mean"][row], out.last_hidden[row, :length].mean(0), atol=1e-5
-        )
-        want = out.hidden_states[1][row, :length].mean(0)
+        np.testing.assert_allclose(features["last"][row], last[row, length - 1], atol=1e-5)
+        np.testing.assert_allclose(features["mean"][row], last[row, :length].mean(0), atol=1e-5)
+        want = first_block[row, :length].mean(0)
         np.testing.assert_allclose(layer1["mean"][row], want, atol=1e-5)
     vision = inference.vision_features(graphdef, state, images)
-    encoded = model.encoder(jnp.asarray(images))
     prefix = cfg.encoder.num_prefix_tokens  # CLIP: the CLS token
-    patches = encoded.last_hidden_state[:, prefix:].mean(1)
-    np.testing.assert_allclose(vision["patch_mean"], patches, atol=1e-5)
-    np.testing.assert_allclose(vision["cls"], encoded.pooled, atol=1e-5)
+    np.testing.assert_allclose(vision["patch_mean"], patches[:, prefix:].mean(1), atol=1e-5)
+    np.testing.assert_allclose(vision["cls"], pooled, atol=1e-5)

@@ -71,91 +71,92 @@ def eval_config(root: Path, test: Path, train: Path, protocols: dict) -> ml_coll
                         "class_names": list(planted.CLASSES)},
     )  # fmt: skip
     c.options_dir = str(root / "options")
+    c.prompt_bucket = 64
     return c
 
 
-SMALL = {
+# shapes as in test_planted.py (batch 8, prompts padded to 64, 8 new tokens), so that the
+# persistent compilation cache serves the programs that module compiled, or the other way round
+SMALL = {  # what the two-process run repeats
     "likelihood": {"alphas": [1.5]},
-    "multiple_choice": {"answer_modes": ["letters", "generate"], "max_new_tokens": 4},
-    "open_world": {"max_new_tokens": 4},
+    "multiple_choice": {"answer_modes": ["letters"]},
 }
+RESULTS = {
+    "likelihood", "multiple_choice_letters", "multiple_choice_generate", "open_world",
+    "closed_world", "probe_vision_patch_mean", "probe_vlm_mean",
+}  # fmt: skip
 
 
-def test_runner_writes_every_output_and_skips_finished_work(run_dir, tmp_path):
+@pytest.fixture(scope="module")
+def single_run(run_dir, tmp_path_factory):
+    """One process, every protocol: (config, workdir, summary)."""
     root, test, train = run_dir
+    qa = {"source": "jsonl", "name": "mine", "path": str(root / "data" / "qa.jsonl")}
     protocols = {
-        **SMALL,
-        "closed_world": {"max_new_tokens": 4},
+        "likelihood": {"alphas": [1.5]},
+        "multiple_choice": {"answer_modes": ["letters", "generate"], "max_new_tokens": 8},
+        "open_world": {"max_new_tokens": 8},
+        "closed_world": {"max_new_tokens": 8},
         "probe": {"features": ["vision_patch_mean", "vlm_mean"], "steps": 20},
-        "general_qa": {"sources": [{"source": "jsonl", "name": "mine", "path": str(root / "data" / "qa.jsonl")}],
-                       "max_new_tokens": 4},
-    }  # fmt: skip
+        "general_qa": {"sources": [qa], "max_new_tokens": 8},
+    }
     config = eval_config(root, test, train, protocols)
-    summary = runner.evaluate(config, str(tmp_path))
-    results = {
-        "likelihood", "multiple_choice_letters", "multiple_choice_generate", "open_world",
-        "closed_world", "probe_vision_patch_mean", "probe_vlm_mean",
-    }  # fmt: skip
-    assert set(summary["planted"]) == results
+    workdir = tmp_path_factory.mktemp("single")
+    return config, workdir, runner.evaluate(config, str(workdir))
+
+
+def read_predictions(workdir: Path, result: str) -> list[dict]:
+    text = (workdir / "planted" / result / "predictions.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_runner_writes_every_output_and_skips_finished_work(run_dir, single_run):
+    root = run_dir[0]
+    config, workdir, summary = single_run
+    assert set(summary["planted"]) == RESULTS
     assert set(summary["general_qa/mine"]) == {"short_answer", "choice_letters", "choice_generate"}
-    for result in results:
-        folder = tmp_path / "planted" / result
+    for result in RESULTS:
+        folder = workdir / "planted" / result
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["num_examples"] == NUM_EXAMPLES and 0 <= metrics["metrics"]["accuracy"] <= 1
-        lines = [json.loads(x) for x in (folder / "predictions.jsonl").read_text().splitlines()]
-        assert sorted(x["id"] for x in lines) == sorted(f"test-{i}" for i in range(NUM_EXAMPLES))
+        ids = sorted(x["id"] for x in read_predictions(workdir, result))
+        assert ids == sorted(f"test-{i}" for i in range(NUM_EXAMPLES))
         per_class = json.loads((folder / "per_class.json").read_text())
         assert [c["class"] for c in per_class] == list(planted.CLASSES)
         assert sum(c["count"] for c in per_class) == NUM_EXAMPLES
         assert isinstance(json.loads((folder / "confusion.json").read_text()), list)
     info = json.loads(
-        (tmp_path / "planted" / "multiple_choice_letters" / "metrics.json").read_text()
+        (workdir / "planted" / "multiple_choice_letters" / "metrics.json").read_text()
     )
     assert info["info"]["negatives"] == "text:char-ngram-tfidf"
     assert list((root / "options").glob("planted-test-13-k5-seed0-text.json"))
-    assert list(tmp_path.glob("events.out.tfevents.*"))  # TensorBoard scalars
+    assert list(workdir.glob("events.out.tfevents.*"))  # TensorBoard scalars
     # a rerun skips every finished protocol and keeps the results
-    stamp = (tmp_path / "planted" / "likelihood" / "metrics.json").stat().st_mtime_ns
-    assert runner.evaluate(config, str(tmp_path)) == summary
-    assert (tmp_path / "planted" / "likelihood" / "metrics.json").stat().st_mtime_ns == stamp
+    stamp = (workdir / "planted" / "likelihood" / "metrics.json").stat().st_mtime_ns
+    assert runner.evaluate(config, str(workdir)) == summary
+    assert (workdir / "planted" / "likelihood" / "metrics.json").stat().st_mtime_ns == stamp
 
 
-def test_two_processes_evaluate_each_example_once_like_one_process(run_dir, tmp_path):
+def test_two_processes_evaluate_each_example_once_like_one_process(run_dir, single_run, tmp_path):
     root, test, train = run_dir
     config = eval_config(root, test, train, SMALL)
-    single = tmp_path / "single"
-    runner.evaluate(config, str(single))
     config_path = tmp_path / "config.json"
     config_path.write_text(config.to_json())
     status = local.run(
         [sys.executable, "-m", "fgjax.main",
-         f"--config={ROOT / 'configs' / 'json_file.py'}:{config_path}", f"--workdir={tmp_path / 'two'}"],
+         f"--config={ROOT / 'configs' / 'json_file.py'}:{config_path}", f"--workdir={tmp_path}"],
         2, devices=2, timeout=600,
     )  # fmt: skip
     assert status == 0
-    for result in (
-        "likelihood",
-        "multiple_choice_letters",
-        "multiple_choice_generate",
-        "open_world",
-    ):
-        one, two = (
-            [json.loads(x) for x in (base / "planted" / result / "predictions.jsonl").read_text().splitlines()]
-            for base in (single, tmp_path / "two")
-        )  # fmt: skip
+    single = single_run[1]
+    for result in ("likelihood", "multiple_choice_letters"):
+        one, two = read_predictions(single, result), read_predictions(tmp_path, result)
         assert [x["id"] for x in two] == [f"test-{i}" for i in range(NUM_EXAMPLES)]
         assert [x["prediction"] for x in two] == [x["prediction"] for x in one]
-    one = json.loads(
-        (single / "planted" / "likelihood" / "predictions.jsonl").read_text().splitlines()[5]
-    )
-    two = json.loads(
-        (tmp_path / "two" / "planted" / "likelihood" / "predictions.jsonl")
-        .read_text()
-        .splitlines()[5]
-    )
-    np.testing.assert_allclose(
-        two["scores"]["label"]["sum"], one["scores"]["label"]["sum"], atol=1e-4
-    )
+    one, two = read_predictions(single, "likelihood"), read_predictions(tmp_path, "likelihood")
+    for a, b in zip(one, two):
+        want = a["scores"]["label"]["sum"]
+        np.testing.assert_allclose(b["scores"]["label"]["sum"], want, atol=1e-4)
 
 
 @pytest.mark.parametrize(
