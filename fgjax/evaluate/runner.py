@@ -8,7 +8,8 @@ config (see configs/eval/ for complete files):
              ones; system: replaces the template's system message when present
   batch_size global images per step; mesh {"data": -1}; preprocess: image mode or None;
              prompt_bucket: prompts are padded to a multiple of it (few compiled shapes)
-  datasets   dataset specs (datasets.py): names or dicts
+  datasets   dataset specs (datasets.py): names or dicts; a dict's "protocols" list limits
+             the protocols run on that dataset (e.g. ["probe"])
   protocols  {name: options}: likelihood, multiple_choice, open_world, closed_world, probe
              (per dataset) and general_qa {"sources": [question source specs]} (vqa.py);
              options are the fields of each protocol's config dataclass
@@ -152,8 +153,9 @@ def evaluate(config, workdir: str) -> dict:
         dataset = datasets.from_spec(spec)
         logging.info("dataset %s (%s): %d examples, %d classes", dataset.name, dataset.split,
                      len(dataset), dataset.num_classes)  # fmt: skip
+        wanted = None if isinstance(spec, str) else spec.get("protocols")
         for name, cfg in configs.items():
-            if name == "general_qa":
+            if name == "general_qa" or (wanted is not None and name not in wanted):
                 continue
             if not overwrite and _is_done(workdir / dataset.name, name):
                 logging.info("%s %s: already done, skipped", dataset.name, name)

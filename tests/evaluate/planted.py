@@ -14,12 +14,15 @@ the harness shows, reads and scores the letters consistently.
 from __future__ import annotations
 
 import functools
+import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from PIL import Image
 
 from fgjax.data import images as image_ops
 from fgjax.data.conversation import ConversationEncoder
@@ -165,3 +168,14 @@ def train(model, enc: ConversationEncoder, steps: int, batch: int = 8, lr: float
             params, opt_state, tokens, loss_mask, input_mask, jnp.asarray(images)
         )
     return nnx.merge(graphdef, params), float(value)
+
+
+def write_split(directory: Path, name: str, dataset) -> str:
+    """A JSONL classification file of a planted dataset (images as PNG files)."""
+    labels = dataset.labels()
+    lines = []
+    for i in range(len(dataset)):
+        Image.fromarray(dataset[i]["image"]).save(directory / f"{name}{i}.png")
+        lines.append({"image": f"{name}{i}.png", "label": CLASSES[labels[i]], "id": f"{name}-{i}"})  # fmt: skip
+    (directory / f"{name}.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    return str(directory / f"{name}.jsonl")
