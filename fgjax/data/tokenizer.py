@@ -376,3 +376,9 @@ class SentencePieceTokenizer(Tokenizer):
         with open(os.path.join(directory, "tokenizer.model"), "wb") as f:
             f.write(self._proto.SerializeToString())
         self._write_config(directory)
+
+
+def caption_ids(tokenizer: Tokenizer, text: str, max_length: int) -> list[int]:
+    """A caption for a contrastive text tower: its tokens then EOS (the tower pools the last
+    real token), cut to max_length with EOS kept. Training and negative mining both use it."""
+    return tokenizer.encode(text)[: max_length - 1] + [tokenizer.eos_id]

@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from fgjax.data import images as image_ops
+from fgjax.data.tokenizer import caption_ids
 from fgjax.evaluate.loop import DatasetRunner, place_model
 from fgjax.evaluate.prompts import pad_prompts
 from fgjax.models.partitioning import activation_sharding
@@ -74,8 +75,8 @@ def _embed_texts(graphdef, state, tokens, mask):
 class ContrastiveMiner:
     """Image-to-class-prompt cosine under a ContrastiveModel.
 
-    encode_text: caption -> token ids as the model was trained (default: the tokenizer's
-    `encode`, which starts a sequence; cut to the text tower's max_length).
+    encode_text: caption -> token ids as the model was trained (default: `caption_ids`, the
+    tokens then EOS, as fgjax's contrastive training encodes captions).
     """
 
     def __init__(
@@ -93,7 +94,9 @@ class ContrastiveMiner:
         self.name = f"contrastive:{source}"
         self.prompt = prompt
         self.cfg = model.cfg
-        self.encode_text = encode_text or tokenizer.encode
+        self.encode_text = encode_text or functools.partial(
+            caption_ids, tokenizer, max_length=model.cfg.text.max_length
+        )
         self.runner = DatasetRunner(
             image_ops.preprocess_config_for(model.cfg.image),
             batch_size=batch_size,

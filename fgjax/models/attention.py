@@ -150,6 +150,9 @@ class Attention(nnx.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
         self.scale = h**-0.5
 
+        def fan_in(in_axis, out_axis):  # LeCun-normal over the real fan-in of a 3-D kernel
+            return nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=in_axis, out_axis=out_axis)
+
         def proj(einsum, shape, axes, bias):
             return nnx.Einsum(
                 einsum,
@@ -157,7 +160,7 @@ class Attention(nnx.Module):
                 shape[-len(axes) + 1 :] if bias else None,
                 dtype=cfg.compute_dtype,
                 param_dtype=cfg.params_dtype,
-                kernel_init=nnx.initializers.normal(0.02),
+                kernel_init=fan_in(0, (1, 2)),
                 kernel_metadata={"out_sharding": axes},
                 bias_metadata={"out_sharding": axes[1:]},
                 rngs=rngs,
@@ -176,7 +179,7 @@ class Attention(nnx.Module):
             (width,) if cfg.out_bias else None,
             dtype=cfg.compute_dtype,
             param_dtype=cfg.params_dtype,
-            kernel_init=nnx.initializers.normal(0.02),
+            kernel_init=fan_in((0, 1), 2),
             kernel_metadata={"out_sharding": ("heads", "head_dim", "embed")},
             bias_metadata={"out_sharding": ("embed",)},
             rngs=rngs,

@@ -17,21 +17,32 @@ from fgjax.models.projector import Projector
 from fgjax.models.vit import build_encoder
 
 
-class VLM(nnx.Module):
-    def __init__(self, cfg: VLMConfig, *, rngs: nnx.Rngs):
-        cfg.validate()
-        self.cfg = cfg
-        dec = cfg.decoder
-        self.encoder = build_encoder(cfg.encoder, rngs)
-        self.projector = Projector(
+def components(cfg: VLMConfig) -> dict:
+    """name -> function(rngs) building that part of a VLM on its own (e.g. to randomly
+    initialize only the parts that are not loaded from pretrained weights)."""
+    dec = cfg.decoder
+    return {
+        "encoder": lambda rngs: build_encoder(cfg.encoder, rngs),
+        "projector": lambda rngs: Projector(
             cfg.projector,
             cfg.encoder.feature_dim,
             dec.width,
             dtype=dec.compute_dtype,
             param_dtype=dec.params_dtype,
             rngs=rngs,
-        )
-        self.decoder = Decoder(dec, rngs=rngs)
+        ),  # fmt: skip
+        "decoder": lambda rngs: Decoder(dec, rngs=rngs),
+    }
+
+
+class VLM(nnx.Module):
+    def __init__(self, cfg: VLMConfig, *, rngs: nnx.Rngs):
+        cfg.validate()
+        self.cfg = cfg
+        build = components(cfg)
+        self.encoder = build["encoder"](rngs)
+        self.projector = build["projector"](rngs)
+        self.decoder = build["decoder"](rngs)
 
     def image_features(self, images, *, stop_gradient: bool = False) -> jax.Array:
         """images: f32[B, H, W, C] or f32[B, M, H, W, C] (a tuple of those, one per tower, for a

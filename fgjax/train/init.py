@@ -18,18 +18,30 @@ import numpy as np
 from flax import nnx
 
 from fgjax import hf, models, native
+from fgjax.models import vlm
+from fgjax.models.config import VLMConfig
 from fgjax.train.optim import flatten, unflatten
 
 PARAMS_EXPORT = "params_export"  # a run's final parameters, inside its workdir
 
 
-def random_params(model_cfg, shardings: dict, seed: int) -> dict:
-    """Random parameters created directly with their shardings (no host copy)."""
+def random_params(model_cfg, shardings: dict, seed: int, only: set[str] | None = None) -> dict:
+    """Random parameters created directly with their shardings (no host copy). With `only`,
+    just those top-level parts of a VLM (the others are left out of the result)."""
 
     def create():
-        return nnx.to_pure_dict(nnx.state(models.build(model_cfg, seed=seed), nnx.Param))
+        if only is None:
+            return nnx.to_pure_dict(nnx.state(models.build(model_cfg, seed=seed), nnx.Param))
+        rngs = nnx.Rngs(seed)
+        build = vlm.components(model_cfg)
+        return {
+            name: nnx.to_pure_dict(nnx.state(build[name](rngs), nnx.Param)) for name in sorted(only)
+        }
 
-    return jax.jit(create, out_shardings=shardings)()
+    if only is not None and not only:
+        return {}
+    target = shardings if only is None else {name: shardings[name] for name in only}
+    return jax.jit(create, out_shardings=target)()
 
 
 def export_dir(workdir, step: int | None = None) -> Path:
@@ -74,10 +86,26 @@ def initial_params(init_cfg, model_cfg, shardings: dict, seed: int) -> dict:
     """Random parameters, then each configured component replaced by its source. A component
     is "vlm"/"model" (everything) or a '/'-path into the parameters ("encoder",
     "encoder/towers/0", "decoder", ...)."""
-    params = random_params(model_cfg, shardings, seed)
-    for component, source in sorted(dict(init_cfg or {}).items()):
-        if not source:
-            continue
+    sources = {k: v for k, v in dict(init_cfg or {}).items() if v}
+    abstract = nnx.to_pure_dict(nnx.state(models.abstract(model_cfg), nnx.Param))
+    if sources.keys() & {"vlm", "model"}:  # everything comes from the source
+        params = dict(abstract)
+    elif isinstance(model_cfg, VLMConfig):
+        # random weights only for the parts no source replaces whole: compiling the random
+        # init of a large model takes time, and its weights would be thrown away
+        replaced = {k for k in sources if "/" not in k}
+        unknown = sorted(replaced - set(abstract))
+        if unknown:
+            raise ValueError(
+                f"config.init names {unknown}, which the model does not have; it has {sorted(abstract)}"
+            )
+        params = {
+            **{k: abstract[k] for k in replaced},
+            **random_params(model_cfg, shardings, seed, set(abstract) - replaced),
+        }
+    else:
+        params = random_params(model_cfg, shardings, seed)
+    for component, source in sorted(sources.items()):
         loaded = read_source(source)
         what = f"{component} from {source}"
         if component in ("vlm", "model"):

@@ -1,0 +1,65 @@
+"""The miniature study on the built-in specimens data: the whole ablation grid on a CPU.
+
+    python -m fgjax.study --workdir=study [--seeds=N]
+    python -m fgjax.main --config=configs/study/mini.py:seeds=2 --workdir=study
+
+Arguments: seeds (1), steps_scale (1.0: multiplies every training length; tests use a tiny
+value), eval_size (test images per protocol).
+
+Stage 0 trains the components: one contrastive (SigLIP-style) image-text model, whose image
+tower at `encoder.base_step` is the base encoder and at the end the upgraded one; one language
+model on text, likewise base (early) and upgraded (final). Both upgrades are "the same
+architecture, trained longer" -- as DFN-CLIP improves on CLIP by its training, not its shape.
+Stage 1 aligns every (encoder, LLM) pair on captions with the LLM frozen or trained; stage 2
+instruction-tunes each on general questions; then every variant is evaluated.
+"""
+
+import ml_collections
+
+from fgjax.config_utils import parse_arg
+
+
+def get_config(arg=None):
+    a = parse_arg(arg, seeds=1, steps_scale=1.0, eval_size=500)
+    scale = float(a.steps_scale)
+
+    def steps(n):
+        return max(2, int(round(n * scale)))
+
+    c = ml_collections.ConfigDict()
+    c.job = "study"
+    c.seeds = a.seeds
+    c.resolution = 32
+    c.train_size = 10_000  # specimens training examples (generated once, shared by all stages)
+    c.tokenizer = dict(vocab_size=768, corpus_size=2000)
+
+    # stage 0: the contrastive image-text model -> base (early) and upgraded (final) encoders
+    c.encoder = dict(
+        preset="tiny_siglip",
+        overrides=dict(width=64, depth=2, num_heads=4, mlp_dim=128, image_size=32, patch_size=8),
+        text=dict(width=64, depth=2, num_heads=4, mlp_dim=128, max_length=24),
+        embed_dim=64,
+        steps=steps(600),
+        base_step=steps(150),
+        batch_size=128,
+        lr=3e-3,
+    )
+    # stage 0: the language model on text -> base (early) and upgraded (final) LLMs
+    c.llm = dict(
+        preset="tiny_llama",
+        overrides=dict(width=128, depth=2, num_heads=4, num_kv_heads=2, mlp_dim=256),
+        steps=steps(400),
+        base_step=steps(100),
+        batch_size=64,
+        max_length=48,
+        lr=3e-3,
+    )
+    # stage 1: alignment on captions (projector; plus the LLM in the "trained" variants)
+    c.align = dict(steps=steps(100), batch_size=64, max_length=32, lr=2e-3, llm_lr_mult=0.25)
+    # stage 2: instruction tuning on general questions (projector + LLM)
+    c.finetune = dict(steps=steps(100), batch_size=32, max_length=112, lr=1e-3)
+    c.template = "vicuna_v1"
+    c.system = None  # no system message: shorter sequences, nothing lost at this scale
+    c.eval = dict(size=a.eval_size, batch_size=50, probe_train_size=2000)
+    c.checkpoint_every = 200
+    return c

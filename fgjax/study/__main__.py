@@ -1,0 +1,36 @@
+"""python -m fgjax.study --workdir=DIR [--seeds=N] [--config=configs/study/mini.py[:args]]
+
+The miniature study (see fgjax/study/run.py); equivalent to
+`python -m fgjax.main --config=configs/study/mini.py:seeds=N --workdir=DIR`.
+"""
+
+import sys
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import config_flags
+
+DEFAULT_CONFIG = str(Path(__file__).parents[2] / "configs" / "study" / "mini.py")
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", DEFAULT_CONFIG, "Study config file.", lock_config=False
+)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Where the study's runs and results go.", required=True
+)
+_SEEDS = flags.DEFINE_integer("seeds", None, "Repeat the whole study with this many seeds.")
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    config = _CONFIG.value
+    if _SEEDS.value is not None:
+        config.seeds = _SEEDS.value
+    from fgjax.study import run
+
+    run.run(config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main, argv=sys.argv)
