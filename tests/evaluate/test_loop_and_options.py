@@ -14,6 +14,7 @@ from flax import nnx
 from fgjax import models
 from fgjax.data import images as image_ops
 from fgjax.data.images import PreprocessConfig
+from fgjax.data.tokenizer import caption_ids
 from fgjax.data.tokenizer_train import tiny_tokenizer
 from fgjax.evaluate import choices, negatives
 from fgjax.evaluate.datasets import ArraySource, ClassificationSet
@@ -118,7 +119,9 @@ def test_contrastive_miner_ranks_classes_by_image_text_cosine(tmp_path):
     scores = miner.scores(dataset)
     # reference: all images in one batch, captions tokenized and padded here
     graphdef, state = nnx.split(model)
-    captions = [tok.encode(f"a photo of a {name}.") for name in dataset.class_names]
+    captions = [
+        caption_ids(tok, f"a photo of a {name}.", cfg.text.max_length) for name in dataset.class_names
+    ]
     tokens, mask = pad_prompts(captions, bucket=1)
     texts = negatives._embed_texts(graphdef, state, tokens, mask)
     pixels = image_ops.preprocess_batch([dataset[i]["image"] for i in range(9)],

@@ -96,19 +96,29 @@ def test_meshes_match_single_device(data, tmp_path):
         timeout=600,
     )
     result = np.load(out)
-    names = [k.split("/", 2)[2] for k in result.files if k.startswith("0/params/")]
+    # A key bias adds the same q.b to every attention logit of a query, so its true gradient is
+    # zero; Adam turns the float noise left in its place into full-size steps of random sign.
+    names = [
+        k.split("/", 2)[2]
+        for k in result.files
+        if k.startswith("0/params/") and not k.endswith("/k/bias")
+    ]
     reference = np.concatenate([result[f"0/params/{n}"].ravel() for n in names])
     for i in range(1, len(meshes)):
         np.testing.assert_allclose(result[f"{i}/losses"], result["0/losses"], rtol=1e-5)
         params = np.concatenate([result[f"{i}/params/{n}"].ravel() for n in names])
         relative = np.linalg.norm(params - reference) / np.linalg.norm(reference)
-        worst = max(
-            np.abs(result[f"{i}/params/{n}"] - result[f"0/params/{n}"]).max()
-            / max(np.abs(result[f"0/params/{n}"]).max(), 0.02)
+        worst, worst_name = max(
+            (
+                np.abs(result[f"{i}/params/{n}"] - result[f"0/params/{n}"]).max()
+                / max(np.abs(result[f"0/params/{n}"]).max(), 0.02),
+                n,
+            )
             for n in names
         )
         print(
-            f"mesh {meshes[i]}: loss {result[f'{i}/losses']}, params rel. error {relative:.1e}, worst tensor {worst:.1e}"
+            f"mesh {meshes[i]}: loss {result[f'{i}/losses']}, params rel. error {relative:.1e}, "
+            f"worst tensor {worst_name} {worst:.1e}"
         )
         assert relative < 1e-5 and worst < 1e-5
 
