@@ -7,12 +7,16 @@ They are written to `<options_dir>/<dataset>-<split>-<N>-k<K>-seed<seed>-<miner>
 back on every later run, so every model answers exactly the same questions; a file whose
 examples or miner differ from the request is an error, never silently replaced.
 
-Answers, two ways (both reported):
+Answers, three ways (each reported on its own):
 - "letters": the log-probs of the K answers " A", " B", ... (reply prefix + letter; one token
   with real tokenizers, so this is the next-token distribution restricted to the letters); the
   highest wins.
 - "generate": greedy decoding, then `matching.parse_option`; unparseable answers count as
   wrong and are counted.
+- "likelihood": the cloze formulation (no options shown): each option's name is scored as the
+  answer after the likelihood protocol's prompt and lead-in, and the likeliest option wins.
+  Small language models cannot yet map an answer to its letter (multiple-choice ability
+  emerges with scale; Gu et al. 2024, OLMES), so this reads what they know without that skill.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class MultipleChoiceConfig:
     question: str = prompts.QUESTION
     answer_modes: tuple[str, ...] = ("letters", "generate")
     max_new_tokens: int = 16
+    lead_in: str | None = prompts.LEAD_IN  # of the "likelihood" mode's prompt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,8 +152,20 @@ def evaluate(
             ]
             picked = np.asarray([-1 if p is None else p for p in parsed])
             extra = [{"text": text} for text in texts]
+        elif mode == "likelihood":
+            prompt = evaluator.prompter.prompt(cfg.question, lead_in=cfg.lead_in)
+            continuations = [evaluator.prompter.continuation(n, cfg.lead_in) for n in names]
+            logp = continuation_scores(
+                evaluator, dataset, lambda indices, p=prompt: [p] * len(indices), continuations,
+                f"{k}-way choice (likelihood)",
+            )  # fmt: skip
+            logp = np.take_along_axis(logp, sets.options, axis=1)
+            picked = np.argmax(logp, axis=1)
+            extra = [{"option_logp": dict(zip(LETTERS[:k], map(float, row)))} for row in logp]
         else:
-            raise ValueError(f"unknown answer mode {mode!r}; use 'letters' or 'generate'")
+            raise ValueError(
+                f"unknown answer mode {mode!r}; use 'letters', 'generate' or 'likelihood'"
+            )
         results.append(_result(dataset, sets, picked, extra, mode, cfg))
     return results
 
@@ -157,17 +174,29 @@ def letter_scores(evaluator: Evaluator, dataset, build, count: int, desc: str) -
     """f32[N, count]: log-probs of the answers " A", " B", ... after each example's prompt
     (a letter's tokens summed when the tokenizer splits it; usually it is one token)."""
     letters = evaluator.prompter.letter_continuations(count)
-    packed = inference.pack_continuations(letters, sum(len(t) for t in letters))
+    return continuation_scores(
+        evaluator, dataset, build, letters, desc, chunk_tokens=sum(len(t) for t in letters)
+    )
+
+
+def continuation_scores(
+    evaluator: Evaluator, dataset, build, continuations: list[list[int]], desc: str,
+    chunk_tokens: int = 128,
+) -> np.ndarray:  # fmt: skip
+    """f32[N, C]: summed log-probs of each of the C token lists after each example's prompt
+    (`build(indices)` -> prompts), all C scored against one run of the prompt's KV cache."""
+    size = max(chunk_tokens, max(len(t) for t in continuations))
+    packed = inference.pack_continuations(continuations, size)
     chunks = inference.Chunks(*(evaluator.constant(a) for a in packed))
 
     def compute(batch):
         logp = evaluator.call(
-            inference.score_continuations,
-            batch["tokens"], batch["mask"], evaluator.images(batch), chunks, num_classes=count,
+            inference.score_continuations, batch["tokens"], batch["mask"],
+            evaluator.images(batch), chunks, num_classes=len(continuations),
         )  # fmt: skip
-        return {"letter_logp": logp}
+        return {"logp": logp}
 
-    return evaluator.run(dataset, compute, build, desc=desc)["letter_logp"]
+    return evaluator.run(dataset, compute, build, desc=desc)["logp"]
 
 
 def _result(dataset, sets: OptionSets, picked, extra, mode, cfg) -> Result:

@@ -12,7 +12,9 @@ option's text or index); an optional "type" groups accuracies. Sources (`SOURCES
 Short answers: greedy decoding after "<question>\\nAnswer the question using a single word or
 phrase." (LLaVA's VQA prompt), scored by exact match and VQA accuracy (matching.py).
 Multiple choice: options lettered in a seeded random order (the correct letter uniform), the
-answer read from the letters' log-probs and/or parsed from generated text.
+answer read from the letters' log-probs and/or parsed from generated text; or, in the cloze
+formulation ("likelihood"), the likeliest option text as the answer to the short-answer prompt
+(options not shown), for models too small to answer by letter.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fgjax.evaluate import prompts
-from fgjax.evaluate.choices import letter_scores
+from fgjax.evaluate.choices import continuation_scores, letter_scores
 from fgjax.evaluate.datasets import LazyImage
 from fgjax.evaluate.generation import generate_texts
 from fgjax.evaluate.loop import Evaluator
@@ -201,8 +203,15 @@ def _choices(evaluator, questions, name, cfg) -> list[Result]:
             )
             parsed = [parse_option(t, opts) for t, opts in zip(texts, lettered)]
             picked = np.asarray([-1 if p is None else p for p in parsed])
+        elif mode == "likelihood":
+            picked, texts = (
+                _cloze_choices(evaluator, source, questions, lettered),
+                [None] * len(questions),
+            )
         else:
-            raise ValueError(f"unknown answer mode {mode!r}; use 'letters' or 'generate'")
+            raise ValueError(
+                f"unknown answer mode {mode!r}; use 'letters', 'generate' or 'likelihood'"
+            )
         correct = picked == answers
         records = [
             {"id": q["id"], "question": q["question"], "options": opts, "answer": LETTERS[a],
@@ -220,6 +229,30 @@ def _choices(evaluator, questions, name, cfg) -> list[Result]:
         info = {"answer": mode, "shuffle_options": cfg.shuffle_options, "seed": cfg.seed}
         results.append(Result(f"choice_{mode}", name, metrics, records, info=info))
     return results
+
+
+def _cloze_choices(evaluator, source, questions, lettered) -> np.ndarray:
+    """i32[N]: per question, the index (in `lettered` order) of its likeliest option, every
+    option scored as the reply to the short-answer prompt."""
+    texts = sorted({option for options in lettered for option in options})
+    continuations = [evaluator.prompter.continuation(t, None) for t in texts]
+
+    def build(indices):
+        return [
+            evaluator.prompter.prompt(prompts.short_answer_question(questions[i]["question"]))
+            for i in indices
+        ]
+
+    logp = continuation_scores(
+        evaluator, source, build, continuations, "choice questions (likelihood)"
+    )
+    column = {t: j for j, t in enumerate(texts)}
+    return np.asarray(
+        [
+            int(np.argmax([logp[i, column[o]] for o in options]))
+            for i, options in enumerate(lettered)
+        ]
+    )
 
 
 def _by_type(questions, correct, metric: str) -> dict:

@@ -82,12 +82,14 @@ def eval_config(model: str, specs: list[dict], questions: str, options_dir: Path
         datasets=(),
         protocols={
             "likelihood": {"alphas": [1.5, 2.0]},
-            "multiple_choice": {"max_new_tokens": 8},
+            "multiple_choice": {"max_new_tokens": 8,
+                                "answer_modes": ["letters", "generate", "likelihood"]},
             "open_world": {"max_new_tokens": 8},
             "closed_world": {"max_new_tokens": 8},
             "probe": {"steps": 200},
             "general_qa": {"sources": [{"source": "jsonl", "name": "qa", "path": questions}],
-                           "max_new_tokens": 8, "shuffle_options": False},
+                           "max_new_tokens": 8, "shuffle_options": False,
+                           "choice_modes": ["letters", "generate", "likelihood"]},
         },
     )  # fmt: skip
     config.datasets = specs
@@ -136,7 +138,7 @@ def test_trained_model_scores_high_and_random_model_near_chance_under_every_prot
     good, bad = headline(summaries["trained"]), headline(summaries["random"])
     table = "\n".join(f"{k:45s} trained {good[k]:.3f}  random {bad[k]:.3f}" for k in good)
     print(table)  # shown with pytest -s
-    assert len(good) == len(bad) == 15, table
+    assert len(good) == len(bad) == 17, table
     for key, value in good.items():
         assert value >= 0.9, f"{key}: the trained model should be near perfect\n{table}"
     for key, value in bad.items():
@@ -149,7 +151,7 @@ def test_trained_model_scores_high_and_random_model_near_chance_under_every_prot
         lines = (workdir / "planted" / f"multiple_choice_{mode}" / "predictions.jsonl").read_text()
         return [(r["options"], r["answer"]) for r in map(json.loads, lines.splitlines())]
 
-    for mode in ("letters", "generate"):
+    for mode in ("letters", "generate", "likelihood"):
         assert choices(workdirs["trained"], mode) == choices(workdirs["random"], mode)
     letters = [LETTERS.index(answer) for _, answer in choices(workdirs["trained"], "letters")]
     np.testing.assert_array_equal(letters, planted.answer_letters(np.arange(24) % 8, 0))
@@ -165,7 +167,7 @@ def test_trained_model_scores_high_and_random_model_near_chance_under_every_prot
 def check_outputs(workdir: Path, options_dir: Path) -> None:
     results = {
         "planted": ["likelihood", "multiple_choice_letters", "multiple_choice_generate",
-                    "open_world", "closed_world"],
+                    "multiple_choice_likelihood", "open_world", "closed_world"],
         "probe": [f"probe_{f}" for f in ("vision_patch_mean", "vision_cls", "vlm_last", "vlm_mean")],
     }  # fmt: skip
     for group, names in results.items():
