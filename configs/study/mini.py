@@ -20,7 +20,7 @@ from fgjax.config_utils import parse_arg
 
 
 def get_config(arg=None):
-    a = parse_arg(arg, seeds=1, steps_scale=1.0, eval_size=500)
+    a = parse_arg(arg, seeds=1, steps_scale=1.0, eval_size=300)
     scale = float(a.steps_scale)
 
     def steps(n):
@@ -39,8 +39,8 @@ def get_config(arg=None):
         overrides=dict(width=64, depth=2, num_heads=4, mlp_dim=128, image_size=32, patch_size=8),
         text=dict(width=64, depth=2, num_heads=4, mlp_dim=128, max_length=24),
         embed_dim=64,
-        steps=steps(600),
-        base_step=steps(150),
+        steps=steps(400),
+        base_step=steps(100),
         batch_size=128,
         lr=3e-3,
     )
@@ -48,16 +48,16 @@ def get_config(arg=None):
     c.llm = dict(
         preset="tiny_llama",
         overrides=dict(width=128, depth=2, num_heads=4, num_kv_heads=2, mlp_dim=256),
-        steps=steps(400),
-        base_step=steps(100),
+        steps=steps(250),
+        base_step=steps(60),
         batch_size=64,
         max_length=48,
         lr=3e-3,
     )
     # stage 1: alignment on captions (projector; plus the LLM in the "trained" variants)
-    c.align = dict(steps=steps(100), batch_size=64, max_length=32, lr=2e-3, llm_lr_mult=0.25)
-    # stage 2: instruction tuning on general questions (projector + LLM)
-    c.finetune = dict(steps=steps(100), batch_size=32, max_length=112, lr=1e-3)
+    c.align = dict(steps=steps(200), batch_size=64, max_length=32, lr=1e-2, llm_lr_mult=1.0)
+    # stage 2: instruction tuning on general questions and short captions (projector + LLM)
+    c.finetune = dict(steps=steps(50), batch_size=32, max_length=112, lr=1e-3)
     c.template = "vicuna_v1"
     c.system = None  # no system message: shorter sequences, nothing lost at this scale
     c.eval = dict(size=a.eval_size, batch_size=50, probe_train_size=2000)

@@ -7,7 +7,8 @@ kinds (records are built on access from examples generated once per process):
              contrastive pretraining on web-style alt-text (only some captions name the class)
   instruct   {"image", "conversations"}: general questions (count, background, border, colour,
              side or texture), each either as a short answer or as lettered multiple choice in
-             LLaVA-1.5's formats -- no fine-grained knowledge is taught here
+             LLaVA-1.5's formats, and in half the records a request for a short caption (the
+             alt-text) -- no fine-grained knowledge beyond the captions' is taught here
   classify   {"image", "conversations"}: "What type of object is in this photo?" -> class name
              (classification data, Zhang et al. 2024's remedy; not used by the default study)
   text       {"text"}: language-model pretraining text -- captions, question-answer pairs and
@@ -30,6 +31,10 @@ MULTIPLE_CHOICE = (
 )
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 CLASSIFY_QUESTION = "What type of object is in this photo?"
+# LLaVA-665K's short-caption instruction (its COCO/TextCaps rows): the instruct mix asks for the
+# image's alt-text caption this way -- no more fine-grained than the captions themselves.
+CAPTION_QUESTION = "Provide a one-sentence caption for the provided image."
+CAPTION_TURN_RATE = 0.5
 MAX_OPTIONS = 5
 KINDS = ("captions", "instruct", "classify", "text")
 
@@ -94,13 +99,17 @@ class SpecimensSource:
             if rng.random() < 0.5 and len(options) > 1:
                 # the answer and up to MAX_OPTIONS - 1 others, in random order (as 5-way evaluation)
                 others = [o for o in options if o != answer]
-                chosen = [answer] + [others[i] for i in rng.permutation(len(others))[: MAX_OPTIONS - 1]]
+                chosen = [answer] + [
+                    others[i] for i in rng.permutation(len(others))[: MAX_OPTIONS - 1]
+                ]
                 order = rng.permutation(len(chosen))
                 lines = "\n".join(f"{LETTERS[i]}. {chosen[j]}" for i, j in enumerate(order))
                 letter = LETTERS[int(np.flatnonzero(order == 0)[0])]
                 pairs.append((MULTIPLE_CHOICE.format(question=question, options=lines), letter))
             else:
                 pairs.append((SHORT_ANSWER.format(question=question), answer))
+        if rng.random() < CAPTION_TURN_RATE:
+            pairs.insert(int(rng.integers(len(pairs) + 1)), (CAPTION_QUESTION, d["caption"][index]))
         first_question, first_answer = pairs[0]
         pairs[0] = (f"<image>\n{first_question}", first_answer)
         return _turns(pairs)
@@ -134,6 +143,7 @@ def corpus(size: int = 2000, seed: int = 0) -> list[str]:
     texts += data["caption"]
     for qs, answers, options in zip(data["questions"], data["answers"], data["options"]):
         texts += qs + answers + [" ".join(specimens.split_options(o)) for o in options]
-    texts += [SHORT_ANSWER, MULTIPLE_CHOICE, CLASSIFY_QUESTION, "The photo features a"]
+    texts += [SHORT_ANSWER, MULTIPLE_CHOICE, CLASSIFY_QUESTION, CAPTION_QUESTION]
+    texts += ["The photo features a"]
     texts += [f"{letter}. " for letter in LETTERS[:8]]
     return texts

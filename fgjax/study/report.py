@@ -22,11 +22,13 @@ FACTORS = {
     "pretrain_llm": ("frozen", "trained"),
 }
 FINE, GENERAL = "fine_mc5", "general"
-METRICS = {  # name -> (label, chance level in %)
+METRICS = {  # name -> (label, chance level in %); the "letters" columns are optional
     "fine_mc5": ("fine-grained 5-way MC", 20.0),
+    "fine_mc5_letters": ("fine-grained 5-way MC, by letter", 20.0),
     "fine_rank_top1": ("fine-grained likelihood top-1", 1.0),
     "fine_rank_top5": ("fine-grained likelihood top-5", 5.0),
     "general": ("general questions", None),
+    "general_letters": ("general questions, by letter", None),
 }
 # An effect counts only when it exceeds this many accuracy points (and twice its standard
 # error when several seeds were run).
@@ -102,6 +104,11 @@ def findings(rows: list[dict]) -> list[Finding]:
     ]
 
 
+def metrics_of(rows: list[dict]) -> list[str]:
+    """The METRICS every row has, in table order."""
+    return [m for m in METRICS if rows and all(m in r for r in rows)]
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     """One row per variant with each metric's mean and standard deviation over seeds."""
     groups: dict[tuple, list[dict]] = {}
@@ -111,14 +118,14 @@ def summarize(rows: list[dict]) -> list[dict]:
     for key, members in sorted(groups.items()):
         summary = dict(zip(FACTORS, key))
         summary["seeds"] = len(members)
-        for metric in METRICS:
+        for metric in metrics_of(rows):
             summary[metric], summary[f"{metric}_std"] = _mean_std([m[metric] for m in members])
         out.append(summary)
     return out
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    columns = ["seed", *FACTORS, *METRICS]
+    columns = ["seed", *FACTORS, *metrics_of(rows)]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -129,8 +136,9 @@ def markdown(rows: list[dict], probes: list[dict], found: list[Finding]) -> str:
     """The results table (mean +- std over seeds), chance levels, the linear-probe reference
     and the findings."""
     summary = summarize(rows)
+    metrics = metrics_of(rows)
     seeds = summary[0]["seeds"] if summary else 0
-    header = ["encoder", "LLM", "LLM in pretraining", *(METRICS[m][0] for m in METRICS)]
+    header = ["encoder", "LLM", "LLM in pretraining", *(METRICS[m][0] for m in metrics)]
     out = io.StringIO()
     out.write(
         f"# Miniature study: fine-grained knowledge of VLMs ({seeds} seed{'s' * (seeds > 1)})\n\n"
@@ -144,13 +152,18 @@ def markdown(rows: list[dict], probes: list[dict], found: list[Finding]) -> str:
     for s in summary:
         cells = [s["encoder"], s["llm"], s["pretrain_llm"]]
         cells += [
-            f"{s[m]:.1f}" + (f" +- {s[f'{m}_std']:.1f}" if seeds > 1 else "") for m in METRICS
+            f"{s[m]:.1f}" + (f" +- {s[f'{m}_std']:.1f}" if seeds > 1 else "") for m in metrics
         ]
         out.write("| " + " | ".join(cells) + " |\n")
-    chance = [f"{METRICS[m][1]:.1f}" if METRICS[m][1] is not None else "see note" for m in METRICS]
+    chance = [f"{METRICS[m][1]:.1f}" if METRICS[m][1] is not None else "see note" for m in metrics]
     out.write("| chance | | | " + " | ".join(chance) + " |\n\n")
     out.write(
-        "General questions mix yes/no, three-way and eight-way questions (chance about 30%).\n\n"
+        "Multiple-choice questions (fine-grained with mined hard negatives, and general) are "
+        "answered by likelihood: the likeliest option as the answer, options not shown (the "
+        "cloze formulation). The 'by letter' columns use the paper's read-out, the option letter "
+        "the model names; language models this small have not learned to answer by letter, so "
+        "those stay near chance. The findings use the likelihood columns. General questions mix "
+        "yes/no, three-way and eight-way questions (chance about 30%).\n\n"
     )
     if probes:
         out.write(

@@ -93,10 +93,12 @@ def rows_of(units: list[stages.Unit], seed: int) -> tuple[list[dict], list[dict]
         v = unit.variant
         rows.append({
             "seed": seed, "encoder": v.encoder, "llm": v.llm, "pretrain_llm": v.pretrain_llm,
-            "fine_mc5": 100 * fine["multiple_choice_letters"]["accuracy"],
+            "fine_mc5": 100 * fine["multiple_choice_likelihood"]["accuracy"],
+            "fine_mc5_letters": 100 * fine["multiple_choice_letters"]["accuracy"],
             "fine_rank_top1": 100 * fine["likelihood"]["sum/top1"],
             "fine_rank_top5": 100 * fine["likelihood"]["sum/top5"],
-            "general": 100 * general["choice_letters"]["accuracy"],
+            "general": 100 * general["choice_likelihood"]["accuracy"],
+            "general_letters": 100 * general["choice_letters"]["accuracy"],
         })  # fmt: skip
         if "probe_vision_patch_mean" in fine:
             probes.append(

@@ -41,7 +41,8 @@ def variants() -> list[Variant]:
 
 @dataclasses.dataclass(frozen=True)
 class Unit:
-    """One run: `kind` "train" or "eval", its config, workdir, and a cost weight for the ETA."""
+    """One run: `kind` "train" or "eval", its config, workdir, and a cost weight for the ETA
+    (seconds on 2 CPU cores with the default config; only the ratios matter)."""
 
     name: str
     kind: str
@@ -104,7 +105,7 @@ def encoder_run(study, seed: int, root: Path, tokenizer: Path, vocab: int) -> Un
     )
     c.export_steps = [e.base_step]
     return Unit(
-        "stage 0: contrastive encoder", "train", c, root / "stage0" / "encoder", e.steps * 1.0
+        "stage 0: contrastive encoder", "train", c, root / "stage0" / "encoder", e.steps * 0.27
     )
 
 
@@ -121,7 +122,7 @@ def llm_run(study, seed: int, root: Path, tokenizer: Path, vocab: int) -> Unit:
         max_length=m.max_length,
     )
     c.export_steps = [m.base_step]
-    return Unit("stage 0: language model", "train", c, root / "stage0" / "llm", m.steps * 0.8)
+    return Unit("stage 0: language model", "train", c, root / "stage0" / "llm", m.steps * 0.26)
 
 
 def _component(root: Path, which: str, level: str, study) -> str:
@@ -159,7 +160,7 @@ def align_run(
         max_length=a.max_length,
         preprocess=None,
     )
-    weight = a.steps * (1.3 if v.pretrain_llm == "trained" else 1.0)
+    weight = a.steps * (0.21 if v.pretrain_llm == "trained" else 0.15)
     return Unit(f"stage 1: align {v.name}", "train", c, root / "stage1" / v.name, weight, v)
 
 
@@ -176,7 +177,7 @@ def finetune_run(
         system=study.system, max_length=f.max_length, preprocess=None,
     )  # fmt: skip
     return Unit(
-        f"stage 2: instruct {v.name}", "train", c, root / "stage2" / v.name, f.steps * 2.0, v
+        f"stage 2: instruct {v.name}", "train", c, root / "stage2" / v.name, f.steps * 0.5, v
     )
 
 
@@ -192,18 +193,18 @@ def eval_run(study, root: Path, tokenizer: Path, v: Variant) -> Unit:
         "train_size": ev.probe_train_size,
     }]  # fmt: skip
     c.protocols = {
-        "multiple_choice": {"k": 5, "seed": 0, "answer_modes": ["letters"]},
+        "multiple_choice": {"k": 5, "seed": 0, "answer_modes": ["likelihood", "letters"]},
         "likelihood": {"alphas": [], "no_image_prior": False, "primary": "sum"},
         "general_qa": {
             "sources": [
                 {
                     "source": "specimens",
                     "split": "test",
-                    "size": ev.size // 5,
+                    "size": ev.size // 6,
                     "resolution": study.resolution,
                 }
             ],
-            "choice_modes": ["letters"],
+            "choice_modes": ["likelihood", "letters"],
         },  # fmt: skip
     }
     if v.llm == "base" and v.pretrain_llm == "frozen":  # one probe per encoder: its frozen features
@@ -214,7 +215,7 @@ def eval_run(study, root: Path, tokenizer: Path, v: Variant) -> Unit:
         "prompt": "a photo of a {}.",
     }
     c.options_dir = str(root / "eval" / "options")
-    return Unit(f"evaluate {v.name}", "eval", c, root / "eval" / v.name, ev.size * 0.4, v)
+    return Unit(f"evaluate {v.name}", "eval", c, root / "eval" / v.name, ev.size * 0.06, v)
 
 
 def plan(study, seed: int, root: Path, tokenizer: Path, vocab: int, image_token: int) -> list[Unit]:

@@ -192,5 +192,12 @@ def train_dataset(config, model_cfg, tokenizer: Tokenizer, shard: pipeline.HostS
         seed=int(config.seed),
         weights=weights,
         shard=shard,
+        num_threads=data_threads(config.data),
     )
     return ds, transform, sources
+
+
+def data_threads(data_cfg) -> int | None:
+    """config.data.num_threads: transform threads (None: the pipeline's default)."""
+    value = data_cfg.get("num_threads")
+    return None if value is None else int(value)
