@@ -39,8 +39,8 @@ def get_config(arg=None):
         overrides=dict(width=64, depth=2, num_heads=4, mlp_dim=128, image_size=32, patch_size=8),
         text=dict(width=64, depth=2, num_heads=4, mlp_dim=128, max_length=24),
         embed_dim=64,
-        steps=steps(400),
-        base_step=steps(100),
+        steps=steps(350),
+        base_step=steps(90),
         batch_size=128,
         lr=3e-3,
     )
@@ -48,16 +48,16 @@ def get_config(arg=None):
     c.llm = dict(
         preset="tiny_llama",
         overrides=dict(width=128, depth=2, num_heads=4, num_kv_heads=2, mlp_dim=256),
-        steps=steps(250),
-        base_step=steps(60),
+        steps=steps(200),
+        base_step=steps(50),
         batch_size=64,
         max_length=48,
         lr=3e-3,
     )
     # stage 1: alignment on captions (projector; plus the LLM in the "trained" variants)
-    c.align = dict(steps=steps(200), batch_size=64, max_length=32, lr=1e-2, llm_lr_mult=1.0)
+    c.align = dict(steps=steps(180), batch_size=64, max_length=32, lr=1e-2, llm_lr_mult=1.0)
     # stage 2: instruction tuning on general questions and short captions (projector + LLM)
-    c.finetune = dict(steps=steps(50), batch_size=32, max_length=112, lr=1e-3)
+    c.finetune = dict(steps=steps(40), batch_size=32, max_length=96, lr=1e-3)
     c.template = "vicuna_v1"
     c.system = None  # no system message: shorter sequences, nothing lost at this scale
     c.eval = dict(size=a.eval_size, batch_size=50, probe_train_size=2000)

@@ -82,7 +82,8 @@ def read_jsonl(spec: dict) -> list[dict]:
 
 
 def specimens_questions(spec: dict) -> list[dict]:
-    """Every general question of `size` specimens examples, in both forms."""
+    """Every general question of `size` specimens examples, in the `forms` asked for
+    ("short" answer and/or multiple "choice"; default both)."""
     from fgjax.data import specimens
 
     split = spec.get("split", "test")
@@ -90,6 +91,9 @@ def specimens_questions(spec: dict) -> list[dict]:
         split, int(spec.get("size", 500)), resolution=int(spec.get("resolution", 64)),
         seed=int(spec.get("seed", 0)),
     )  # fmt: skip
+    forms = set(spec.get("forms", ("short", "choice")))
+    if not forms or forms - {"short", "choice"}:
+        raise ValueError(f"forms must be a non-empty subset of short, choice; got {sorted(forms)}")
     out = []
     for i, example_id in enumerate(data["id"]):
         for j, (question, answer, options) in enumerate(
@@ -97,9 +101,11 @@ def specimens_questions(spec: dict) -> list[dict]:
         ):
             base = {"image": data["image"][i], "question": question, "type": None}
             options = specimens.split_options(options)
-            out.append({**base, "id": f"{example_id}/q{j}/short", "answers": [answer]})
-            out.append({**base, "id": f"{example_id}/q{j}/choice", "options": options,
-                        "answer": options.index(answer)})  # fmt: skip
+            if "short" in forms:
+                out.append({**base, "id": f"{example_id}/q{j}/short", "answers": [answer]})
+            if "choice" in forms:
+                out.append({**base, "id": f"{example_id}/q{j}/choice", "options": options,
+                            "answer": options.index(answer)})  # fmt: skip
     return out
 
 

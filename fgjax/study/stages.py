@@ -201,6 +201,7 @@ def eval_run(study, root: Path, tokenizer: Path, v: Variant) -> Unit:
                     "source": "specimens",
                     "split": "test",
                     "size": ev.size // 6,
+                    "forms": ["choice"],  # the table reports multiple choice only
                     "resolution": study.resolution,
                 }
             ],
