@@ -57,7 +57,7 @@ def get_config(arg=None):
     # stage 1: alignment on captions (projector; plus the LLM in the "trained" variants)
     c.align = dict(steps=steps(180), batch_size=64, max_length=32, lr=1e-2, llm_lr_mult=1.0)
     # stage 2: instruction tuning on general questions and short captions (projector + LLM)
-    c.finetune = dict(steps=steps(40), batch_size=32, max_length=96, lr=1e-3)
+    c.finetune = dict(steps=steps(40), batch_size=32, max_length=112, lr=1e-3)
     c.template = "vicuna_v1"
     c.system = None  # no system message: shorter sequences, nothing lost at this scale
     c.eval = dict(size=a.eval_size, batch_size=50, probe_train_size=2000)

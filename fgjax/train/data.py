@@ -70,7 +70,11 @@ def pad_to(values: np.ndarray, length: int, fill) -> np.ndarray:
 
 
 class ConversationTransform:
-    """Record -> example for a VLM (or a decoder, when `preprocess` is None)."""
+    """Record -> example for a VLM (or a decoder, when `preprocess` is None). A record that
+    cannot be encoded (say, its first reply beyond max_length) is skipped, logged and counted;
+    MAX_CONSECUTIVE_SKIPS in a row mean the config does not fit the data, and raise."""
+
+    MAX_CONSECUTIVE_SKIPS = 50
 
     def __init__(self, encoder: ConversationEncoder, max_length: int, pad_id: int, preprocess=None):
         self.encoder, self.max_length, self.pad_id, self.preprocess = (
@@ -80,6 +84,7 @@ class ConversationTransform:
             preprocess,
         )
         self.skipped = 0
+        self._consecutive = 0
 
     def __call__(self, record):
         if record is None:  # the source already skipped and counted it
