@@ -232,7 +232,7 @@ def plot(path: Path, rows: list[dict], probes: list[dict]) -> None:
                for (e, l), m in markers.items()]  # fmt: skip
     handles += [plt.Line2D([], [], marker="o", color=c, linestyle="none", label=f"LLM {k} in pretraining")
                 for k, c in colors.items()]  # fmt: skip
-    handles += [plt.Line2D([], [], color="tab:green", linestyle="--", label="linear probes (per encoder)"),
+    handles += [plt.Line2D([], [], color="tab:green", linestyle="--", label="linear probes, 100-way (per encoder)"),
                 plt.Line2D([], [], color="0.6", linestyle=":", label="chance")]  # fmt: skip
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle(

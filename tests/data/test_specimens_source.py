@@ -5,6 +5,7 @@ import pytest
 
 from fgjax.data import specimens
 from fgjax.data.specimens_source import (
+    CAPTION_QUESTION,
     LETTERS,
     MULTIPLE_CHOICE,
     SHORT_ANSWER,
@@ -19,15 +20,19 @@ def instruct():
 
 
 def test_instruct_records_ask_general_questions_with_correct_answers(instruct):
-    letters = []
+    letters, caption_turns = [], 0
     for i in range(len(instruct)):
         turns = instruct[i]["conversations"]
-        assert turns[0]["value"].startswith("<image>\n") and len(turns) in (4, 6)
+        assert turns[0]["value"].startswith("<image>\n") and len(turns) in (4, 6, 8)
         questions = instruct.data["questions"][i]
         answers = dict(zip(questions, instruct.data["answers"][i]))
         for human, gpt in zip(turns[::2], turns[1::2]):
             text = human["value"].removeprefix("<image>\n")
             question = text.split("\n")[0]
+            if text == CAPTION_QUESTION:  # the alt-text, as LLaVA-665K's short-caption rows
+                assert gpt["value"] == instruct.data["caption"][i]
+                caption_turns += 1
+                continue
             assert question in answers
             if "Answer with the option's letter" in text:
                 options = dict(line.split(". ", 1) for line in text.split("\n")[1:-1])
@@ -38,10 +43,10 @@ def test_instruct_records_ask_general_questions_with_correct_answers(instruct):
                     text == SHORT_ANSWER.format(question=question)
                     and gpt["value"] == answers[question]
                 )
-        # no class name is ever taught by the instruction data
-        assert not any(
-            specimens.class_names()[instruct.data["label"][i]] in t["value"] for t in turns
-        )
+        # no class name is taught by the instruction data beyond what the captions say
+        name = specimens.class_names()[instruct.data["label"][i]]
+        assert not any(name in t["value"] for t in turns if t["value"] != instruct.data["caption"][i])
+    assert 0.35 < caption_turns / len(instruct) < 0.65
     # among 5-option questions, the correct letter is spread over A..E
     counts = np.asarray([letters.count((5, x)) for x in LETTERS[:5]])
     assert counts.min() > 0.5 * counts.mean(), counts
