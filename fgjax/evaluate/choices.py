@@ -29,8 +29,14 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from fgjax.evaluate import inference, negatives, prompts
+from fgjax.evaluate import negatives, prompts
 from fgjax.evaluate.generation import generate_texts
+from fgjax.evaluate.likelihood import (
+    LikelihoodConfig,
+    class_tokens,
+    continuation_scores,
+    score_images,
+)
 from fgjax.evaluate.loop import Evaluator, process0
 from fgjax.evaluate.matching import LETTERS, parse_option
 from fgjax.evaluate.report import Result
@@ -153,12 +159,9 @@ def evaluate(
             picked = np.asarray([-1 if p is None else p for p in parsed])
             extra = [{"text": text} for text in texts]
         elif mode == "likelihood":
-            prompt = evaluator.prompter.prompt(cfg.question, lead_in=cfg.lead_in)
-            continuations = [evaluator.prompter.continuation(n, cfg.lead_in) for n in names]
-            logp = continuation_scores(
-                evaluator, dataset, lambda indices, p=prompt: [p] * len(indices), continuations,
-                f"{k}-way choice (likelihood)",
-            )  # fmt: skip
+            tokens = class_tokens(evaluator, names, cfg.lead_in)
+            config = LikelihoodConfig(question=cfg.question, lead_in=cfg.lead_in)
+            logp = score_images(evaluator, dataset, config, tokens)["scores"]
             logp = np.take_along_axis(logp, sets.options, axis=1)
             picked = np.argmax(logp, axis=1)
             extra = [{"option_logp": dict(zip(LETTERS[:k], map(float, row)))} for row in logp]
@@ -174,29 +177,8 @@ def letter_scores(evaluator: Evaluator, dataset, build, count: int, desc: str) -
     """f32[N, count]: log-probs of the answers " A", " B", ... after each example's prompt
     (a letter's tokens summed when the tokenizer splits it; usually it is one token)."""
     letters = evaluator.prompter.letter_continuations(count)
-    return continuation_scores(
-        evaluator, dataset, build, letters, desc, chunk_tokens=sum(len(t) for t in letters)
-    )
-
-
-def continuation_scores(
-    evaluator: Evaluator, dataset, build, continuations: list[list[int]], desc: str,
-    chunk_tokens: int = 128,
-) -> np.ndarray:  # fmt: skip
-    """f32[N, C]: summed log-probs of each of the C token lists after each example's prompt
-    (`build(indices)` -> prompts), all C scored against one run of the prompt's KV cache."""
-    size = max(chunk_tokens, max(len(t) for t in continuations))
-    packed = inference.pack_continuations(continuations, size)
-    chunks = inference.Chunks(*(evaluator.constant(a) for a in packed))
-
-    def compute(batch):
-        logp = evaluator.call(
-            inference.score_continuations, batch["tokens"], batch["mask"],
-            evaluator.images(batch), chunks, num_classes=len(continuations),
-        )  # fmt: skip
-        return {"logp": logp}
-
-    return evaluator.run(dataset, compute, build, desc=desc)["logp"]
+    out = continuation_scores(evaluator, dataset, build, letters, desc, sum(map(len, letters)))
+    return out["scores"]
 
 
 def _result(dataset, sets: OptionSets, picked, extra, mode, cfg) -> Result:

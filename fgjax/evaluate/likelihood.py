@@ -37,28 +37,34 @@ def class_tokens(evaluator: Evaluator, class_names, lead_in) -> list[list[int]]:
     return [evaluator.prompter.continuation(name, lead_in) for name in class_names]
 
 
-def score_images(evaluator: Evaluator, dataset, cfg: LikelihoodConfig, tokens) -> dict:
-    """{"scores": f32[N, C] summed log-probs of the class `tokens`, "index", "label"}."""
+def continuation_scores(
+    evaluator: Evaluator, dataset, build, continuations: list[list[int]], desc: str,
+    chunk_tokens: int = 128,
+) -> dict:  # fmt: skip
+    """{"scores": f32[N, C] summed log-probs of each of the C token lists after each example's
+    prompt (`build(indices)` -> prompts), "index", "label"}: all C scored against one run of
+    the prompt's KV cache, packed `chunk_tokens` per row."""
     chunks = inference.Chunks(
-        *(evaluator.constant(a) for a in inference.pack_continuations(tokens, cfg.chunk_tokens))
+        *(evaluator.constant(a) for a in inference.pack_continuations(continuations, chunk_tokens))
     )
-    prompt = evaluator.prompter.prompt(cfg.question, lead_in=cfg.lead_in)
-    num_classes = len(tokens)
 
     def compute(batch):
         scores = evaluator.call(
-            inference.score_continuations,
-            batch["tokens"],
-            batch["mask"],
-            evaluator.images(batch),
-            chunks,
-            num_classes=num_classes,
-        )
+            inference.score_continuations, batch["tokens"], batch["mask"],
+            evaluator.images(batch), chunks, num_classes=len(continuations),
+        )  # fmt: skip
         return {"scores": scores}
 
-    return evaluator.run(
-        dataset, compute, lambda indices: [prompt] * len(indices), desc="likelihood"
-    )
+    return evaluator.run(dataset, compute, build, desc=desc)
+
+
+def score_images(evaluator: Evaluator, dataset, cfg: LikelihoodConfig, tokens) -> dict:
+    """{"scores": f32[N, C] summed log-probs of the class `tokens`, "index", "label"}."""
+    prompt = evaluator.prompter.prompt(cfg.question, lead_in=cfg.lead_in)
+    return continuation_scores(
+        evaluator, dataset, lambda indices: [prompt] * len(indices), tokens, "likelihood",
+        cfg.chunk_tokens,
+    )  # fmt: skip
 
 
 def score_without_image(evaluator: Evaluator, cfg: LikelihoodConfig, tokens) -> np.ndarray:

@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from fgjax.evaluate import prompts
-from fgjax.evaluate.choices import continuation_scores, letter_scores
+from fgjax.evaluate.choices import letter_scores
 from fgjax.evaluate.datasets import LazyImage
 from fgjax.evaluate.generation import generate_texts
+from fgjax.evaluate.likelihood import continuation_scores
 from fgjax.evaluate.loop import Evaluator
 from fgjax.evaluate.matching import LETTERS, exact_match, parse_option, vqa_accuracy
 from fgjax.evaluate.report import Result
@@ -251,7 +252,7 @@ def _cloze_choices(evaluator, source, questions, lettered) -> np.ndarray:
 
     logp = continuation_scores(
         evaluator, source, build, continuations, "choice questions (likelihood)"
-    )
+    )["scores"]
     column = {t: j for j, t in enumerate(texts)}
     return np.asarray(
         [

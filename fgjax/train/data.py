@@ -197,12 +197,6 @@ def train_dataset(config, model_cfg, tokenizer: Tokenizer, shard: pipeline.HostS
         seed=int(config.seed),
         weights=weights,
         shard=shard,
-        num_threads=data_threads(config.data),
+        num_threads=config.data.get("num_threads"),  # None: the pipeline's default
     )
     return ds, transform, sources
-
-
-def data_threads(data_cfg) -> int | None:
-    """config.data.num_threads: transform threads (None: the pipeline's default)."""
-    value = data_cfg.get("num_threads")
-    return None if value is None else int(value)
