@@ -10,6 +10,9 @@ Stage 0 trains the components: one contrastive (SigLIP-style) image-text model, 
 tower at `encoder.base_step` is the base encoder and at the end the upgraded one; one language
 model on text, likewise base (early) and upgraded (final). Both upgrades are "the same
 architecture, trained longer" -- as DFN-CLIP improves on CLIP by its training, not its shape.
+The contrastive model trains on a filtered pool of pairs, those whose caption names the class
+(`encoder.caption_kinds`), as CLIP-style encoders learn class names from web-scale data and
+DFN filters it; alignment (stage 1) uses the raw alt-text, where 40% of captions name the class.
 Stage 1 aligns every (encoder, LLM) pair on captions with the LLM frozen or trained; stage 2
 instruction-tunes each on general questions; then every variant is evaluated.
 """
@@ -39,10 +42,11 @@ def get_config(arg=None):
         overrides=dict(width=64, depth=2, num_heads=4, mlp_dim=128, image_size=32, patch_size=8),
         text=dict(width=64, depth=2, num_heads=4, mlp_dim=128, max_length=24),
         embed_dim=64,
-        steps=steps(350),
-        base_step=steps(90),
+        steps=steps(500),
+        base_step=steps(100),
         batch_size=128,
         lr=3e-3,
+        caption_kinds=("name",),  # a subset of fgjax.data.specimens.CAPTION_KINDS
     )
     # stage 0: the language model on text -> base (early) and upgraded (final) LLMs
     c.llm = dict(

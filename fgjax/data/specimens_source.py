@@ -1,10 +1,13 @@
 """Training records from the built-in specimens dataset, in the formats the trainer reads.
 
-    SpecimensSource(kind, split="train", size=20000, resolution=32, seed=0)
+    SpecimensSource(kind, split="train", size=20000, resolution=32, seed=0, caption_kinds=None)
 
 kinds (records are built on access from examples generated once per process):
   captions   {"image", "caption", "conversations": [<image>, caption]}: alignment and
-             contrastive pretraining on web-style alt-text (only some captions name the class)
+             contrastive pretraining on web-style alt-text (only some captions name the class).
+             caption_kinds (a subset of text.CAPTION_KINDS) keeps only the pairs whose caption
+             is of those kinds: a filtered pool, as DFN filters web pairs for its CLIP (here
+             with an oracle for the filter network)
   instruct   {"image", "conversations"}: general questions (count, background, border, colour,
              side or texture), each either as a short answer or as lettered multiple choice in
              LLaVA-1.5's formats, and in half the records a request for a short caption (the
@@ -54,6 +57,7 @@ class SpecimensSource:
         size: int = 20_000,
         resolution: int = 32,
         seed: int = 0,
+        caption_kinds: tuple[str, ...] | None = None,
     ):
         if kind not in KINDS:
             raise ValueError(f"unknown specimens record kind {kind!r}; use one of {KINDS}")
@@ -64,12 +68,16 @@ class SpecimensSource:
         self.descriptions = list(specimens.descriptions().values())
         # text records: one per example (caption or a QA pair), plus every description 4 times
         self.length = size + (4 * len(self.descriptions) if kind == "text" else 0)
+        self.indices = None  # record index -> example index, for a filtered pool
+        if caption_kinds is not None:
+            self.indices = _filter_by_caption(self.data, kind, tuple(caption_kinds))
+            self.length = len(self.indices)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        index = int(index)
+        index = int(index) if self.indices is None else int(self.indices[index])
         if self.kind == "text":
             return {"text": self._text(index)}
         d = self.data
@@ -122,6 +130,20 @@ class SpecimensSource:
             return d["caption"][index]
         q = int(rng.integers(len(d["questions"][index])))
         return f"Q: {d['questions'][index][q]} A: {d['answers'][index][q]}."
+
+
+def _filter_by_caption(data: dict, kind: str, caption_kinds: tuple[str, ...]) -> np.ndarray:
+    """Indices of the examples whose caption kind is in `caption_kinds`; i64[n_kept]."""
+    unknown = set(caption_kinds) - set(specimens.CAPTION_KINDS)
+    if kind != "captions" or unknown or not caption_kinds:
+        raise ValueError(
+            f"caption_kinds={caption_kinds!r} (record kind {kind!r}): a caption filter applies "
+            f"to kind 'captions' only, with a non-empty subset of {specimens.CAPTION_KINDS}"
+        )
+    keep = np.isin(np.asarray(data["caption_kind"]), caption_kinds)
+    if not keep.any():
+        raise ValueError(f"no example has a caption of kinds {caption_kinds}; use a larger size")
+    return np.flatnonzero(keep)
 
 
 def _turns(pairs: list[tuple[str, str]]) -> list[dict]:

@@ -78,13 +78,14 @@ def _train(
     return c
 
 
-def _specimens(study, kind: str, seed_of_data: int = 0) -> dict:
+def _specimens(study, kind: str, **extra) -> dict:
     return {
         "name": "specimens",
         "kind": kind,
         "size": study.train_size,
         "resolution": study.resolution,
-        "seed": seed_of_data,
+        "seed": 0,
+        **extra,
     }
 
 
@@ -98,7 +99,7 @@ def encoder_run(study, seed: int, root: Path, tokenizer: Path, vocab: int) -> Un
         embed_dim=e.embed_dim,
     )  # fmt: skip
     c.data = dict(
-        sources=[_specimens(study, "captions")],
+        sources=[_specimens(study, "captions", caption_kinds=list(e.caption_kinds))],
         tokenizer=str(tokenizer),
         max_length=e.text.max_length,
         preprocess=None,

@@ -3,7 +3,7 @@
 config.data:
   sources   list of {name, weight, ...}: "llava_json" (path, image_root) for LLaVA-558K/665K,
             "specimens" (kind = "captions" | "instruct" | "classify" | "text", split, size,
-            resolution, seed) for the built-in data (fgjax/data/specimens_source.py)
+            resolution, seed, caption_kinds) for the built-in data (fgjax/data/specimens_source.py)
   tokenizer a tokenizer.json / sentencepiece file or directory
   template  prompt template name ("plain", "vicuna_v1", ...)
   max_length, preprocess (image mode, None for the tower's default), strict (bad rows raise)
@@ -38,6 +38,7 @@ SOURCES: dict[str, Callable] = {
         int(spec.get("size", 20_000)),
         int(spec.get("resolution", 32)),
         int(spec.get("seed", 0)),
+        spec.get("caption_kinds"),
     ),
     "llava_json": lambda spec: LlavaJsonSource(
         spec["path"], spec.get("image_root"), strict=spec.get("strict", False)

@@ -100,6 +100,7 @@ def test_tfds_builds_offline_with_the_fast_path_examples(tfds_builder):
         assert ex["label"] == expected["label"][i] and ex["family"] == expected["family"][i]
         assert ex["class_name"].decode() == specimens.class_names()[ex["label"]]
         assert ex["caption"].decode() == expected["caption"][i]
+        assert ex["caption_kind"].decode() == expected["caption_kind"][i]
         for key in ("questions", "answers", "options"):
             assert [s.decode() for s in ex[key]] == expected[key][i]
 
@@ -124,6 +125,9 @@ def test_some_but_not_all_captions_name_the_class():
     fraction = np.mean(named)
     print(f"captions naming the class: {fraction:.1%}")
     assert 0.3 < fraction < 0.5
+    # the recorded kind says which captions name the class (what a caption filter keys on)
+    np.testing.assert_array_equal(named, np.asarray(data["caption_kind"]) == "name")
+    assert set(data["caption_kind"]) == set(specimens.CAPTION_KINDS)
     assert len(set(data["caption"])) > 300  # varied templates
 
 

@@ -75,3 +75,20 @@ def test_captions_text_and_classify_records():
     assert set(specimens.class_names()) <= set(corpus(50))
     with pytest.raises(ValueError, match="unknown specimens record kind"):
         SpecimensSource("video")
+
+
+def test_caption_filter_keeps_only_the_chosen_kinds_in_order():
+    full = SpecimensSource("captions", size=300)
+    named = SpecimensSource("captions", size=300, caption_kinds=("name",))
+    expected = [i for i, kind in enumerate(full.data["caption_kind"]) if kind == "name"]
+    assert 60 < len(named) == len(expected) < 200
+    assert [named[j]["id"] for j in range(len(named))] == [full[i]["id"] for i in expected]
+    for j in range(len(named)):  # every kept caption names its class
+        class_name = named.data["class_name"][expected[j]]
+        assert class_name.rsplit(" ", 1)[0] in named[j]["caption"].lower()
+    everything = SpecimensSource("captions", size=300, caption_kinds=specimens.CAPTION_KINDS)
+    assert len(everything) == len(full)
+    with pytest.raises(ValueError, match="kind 'captions' only"):
+        SpecimensSource("instruct", size=300, caption_kinds=("name",))
+    with pytest.raises(ValueError, match="non-empty subset"):
+        SpecimensSource("captions", size=300, caption_kinds=("names",))

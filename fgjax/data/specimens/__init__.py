@@ -15,9 +15,10 @@ from fgjax.data.specimens.taxonomy import (
     descriptions,
     family_names,
 )
-from fgjax.data.specimens.text import OPTION_SEP, split_options
+from fgjax.data.specimens.text import CAPTION_KINDS, OPTION_SEP, split_options
 
 __all__ = [
+    "CAPTION_KINDS",
     "DEFAULT_SIZES",
     "FAMILIES",
     "OPTION_SEP",

@@ -57,8 +57,12 @@ class Specimens(tfds.core.GeneratorBasedBuilder):
     """Procedurally drawn specimens: 100 fine-grained classes in 10 families, with alt-text
     captions and general question-answer pairs. Deterministic given the config's seed."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "caption_kind: whether the caption names the class, the family, the scene or "
+        "nothing.",
+    }
     BUILDER_CONFIGS = [
         SpecimensConfig(name="64", description="64x64 px, seed 0", resolution=64),
         SpecimensConfig(name="32", description="32x32 px, seed 0", resolution=32),
@@ -80,6 +84,7 @@ class Specimens(tfds.core.GeneratorBasedBuilder):
                     "family": tfds.features.ClassLabel(names=families),
                     "family_name": tfds.features.Text(),
                     "caption": tfds.features.Text(),
+                    "caption_kind": tfds.features.Text(),
                     "questions": tfds.features.Sequence(tfds.features.Text()),
                     "answers": tfds.features.Sequence(tfds.features.Text()),
                     # each entry: the possible answers joined by specimens.OPTION_SEP ("|")

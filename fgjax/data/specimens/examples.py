@@ -34,7 +34,7 @@ def generate(
 
     Returns a dict with
       id: list[str]; image: u8[n, R, R, 3]; label, family: i32[n];
-      class_name, family_name, caption: list[str];
+      class_name, family_name, caption: list[str]; caption_kind: list[str] (text.CAPTION_KINDS);
       questions, answers, options: list[list[str]] (5 per example; options are the possible
       answers joined by text.OPTION_SEP).
     """
@@ -71,7 +71,7 @@ def _batch(split: str, indices: range, resolution: int, seed: int) -> dict:
         label, count = int(batch.label[row]), int(batch.count[row])
         background, texture = int(batch.background[row]), int(batch.texture[row])
         rng = scenes.example_rng(seed, split, index, scenes.TEXT_STREAM)
-        caption, _ = text.caption(rng, label, count, background, texture)
+        caption, caption_kind = text.caption(rng, label, count, background, texture)
         qs, answers, options = text.questions(
             rng, label, count, background, texture, batch.border[row] >= 0, int(batch.side[row])
         )
@@ -79,6 +79,7 @@ def _batch(split: str, indices: range, resolution: int, seed: int) -> dict:
         out["class_name"].append(classes[label].name)
         out["family_name"].append(taxonomy.FAMILIES[classes[label].family].noun)
         out["caption"].append(caption)
+        out["caption_kind"].append(caption_kind)
         out["questions"].append(qs)
         out["answers"].append(answers)
         out["options"].append(options)
@@ -94,6 +95,7 @@ def _empty(resolution: int) -> dict:
         family=np.zeros((0,), np.int32),
         family_name=[],
         caption=[],
+        caption_kind=[],
         questions=[],
         answers=[],
         options=[],
