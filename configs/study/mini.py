@@ -39,7 +39,12 @@ def get_config(arg=None):
     # stage 0: the contrastive image-text model -> base (early) and upgraded (final) encoders
     c.encoder = dict(
         preset="tiny_siglip",
-        overrides=dict(width=64, depth=2, num_heads=4, mlp_dim=128, image_size=32, patch_size=8),
+        # the VLM reads the last block's patch features: LLaVA's "penultimate layer" suits deep
+        # towers, but of two blocks it is the first, before the contrastive model's fine features
+        overrides=dict(
+            width=64, depth=2, num_heads=4, mlp_dim=128, image_size=32, patch_size=8,
+            feature_layer=-1,
+        ),  # fmt: skip
         text=dict(width=64, depth=2, num_heads=4, mlp_dim=128, max_length=24),
         embed_dim=64,
         steps=steps(500),
@@ -61,7 +66,7 @@ def get_config(arg=None):
     # stage 1: alignment on captions (projector; plus the LLM in the "trained" variants)
     c.align = dict(steps=steps(180), batch_size=64, max_length=32, lr=1e-2, llm_lr_mult=1.0)
     # stage 2: instruction tuning on general questions and short captions (projector + LLM)
-    c.finetune = dict(steps=steps(40), batch_size=32, max_length=112, lr=1e-3)
+    c.finetune = dict(steps=steps(30), batch_size=32, max_length=112, lr=1e-3)
     c.template = "vicuna_v1"
     c.system = None  # no system message: shorter sequences, nothing lost at this scale
     c.eval = dict(size=a.eval_size, batch_size=50, probe_train_size=2000)

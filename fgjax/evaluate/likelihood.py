@@ -59,12 +59,19 @@ def continuation_scores(
 
 
 def score_images(evaluator: Evaluator, dataset, cfg: LikelihoodConfig, tokens) -> dict:
-    """{"scores": f32[N, C] summed log-probs of the class `tokens`, "index", "label"}."""
+    """{"scores": f32[N, C] summed log-probs of the class `tokens`, "index", "label"}; computed
+    once per (dataset, prompt, tokens) and evaluator, then reused."""
     prompt = evaluator.prompter.prompt(cfg.question, lead_in=cfg.lead_in)
-    return continuation_scores(
-        evaluator, dataset, lambda indices: [prompt] * len(indices), tokens, "likelihood",
-        cfg.chunk_tokens,
+    key = (
+        "score_images", dataset.name, dataset.split, tuple(dataset.ids()),
+        tuple(np.asarray(prompt).tolist()), tuple(map(tuple, tokens)), cfg.chunk_tokens,
     )  # fmt: skip
+    if key not in evaluator.memo:
+        evaluator.memo[key] = continuation_scores(
+            evaluator, dataset, lambda indices: [prompt] * len(indices), tokens, "likelihood",
+            cfg.chunk_tokens,
+        )  # fmt: skip
+    return evaluator.memo[key]
 
 
 def score_without_image(evaluator: Evaluator, cfg: LikelihoodConfig, tokens) -> np.ndarray:

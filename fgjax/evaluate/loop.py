@@ -210,6 +210,9 @@ class Evaluator(DatasetRunner):
         self.cfg = model.cfg
         self.graphdef, self.state = place_model(model, self.mesh, self.rules)
         self.prompter = Prompter(encoder)
+        # protocols that score the same continuations after the same prompt (the likelihood
+        # ranking and the cloze multiple choice) share one pass: key -> scores
+        self.memo: dict = {}
 
     def call(self, fn, *args, **kwargs):
         """Runs a jitted inference function on this model with activation sharding active."""

@@ -18,7 +18,7 @@ from flax import nnx
 from PIL import Image
 
 from fgjax import models, native
-from fgjax.evaluate import configs, runner
+from fgjax.evaluate import configs, likelihood, runner
 from fgjax.evaluate.matching import LETTERS
 from fgjax.evaluate.prompts import QUESTION
 from fgjax.train.init import PARAMS_EXPORT
@@ -121,7 +121,14 @@ CHANCE = {  # upper bounds for the untrained model; deterministic given the seed
 }
 
 
-def test_trained_model_scores_high_and_random_model_near_chance_under_every_protocol(tmp_path):
+def test_trained_model_scores_high_and_random_model_near_chance_under_every_protocol(
+    tmp_path, monkeypatch
+):
+    image_passes = []  # the likelihood ranking and the cloze 5-way share one scoring pass
+    score = likelihood.continuation_scores
+    monkeypatch.setattr(
+        likelihood, "continuation_scores", lambda *a, **k: image_passes.append(1) or score(*a, **k)
+    )
     tok = planted.tokenizer()
     cfg = planted.model_config(tok)
     trained, loss = planted.train(models.build(cfg, seed=0), planted.encoder(tok, cfg), TRAIN_STEPS)
@@ -135,6 +142,7 @@ def test_trained_model_scores_high_and_random_model_near_chance_under_every_prot
                              tmp_path / "options")  # fmt: skip
         workdirs[name] = tmp_path / name / "eval"
         summaries[name] = runner.evaluate(config, str(workdirs[name]))
+    assert len(image_passes) == 2  # one per model
     good, bad = headline(summaries["trained"]), headline(summaries["random"])
     table = "\n".join(f"{k:45s} trained {good[k]:.3f}  random {bad[k]:.3f}" for k in good)
     print(table)  # shown with pytest -s
