@@ -48,14 +48,22 @@ def throughput(batch: int, length: int, repeats: int) -> None:
     from fgjax import hf
     from fgjax.train import experiment, optim, trainer
 
-    exp = experiment.build(small_config(batch, length))
-    cfg = exp.model_cfg
     torch.manual_seed(0)
-    reference = LlavaForConditionalGeneration(LlavaConfig(**hf.to_hf(cfg))).train()
-    with tempfile.TemporaryDirectory() as tmp:  # identical weights on both sides
-        reference.save_pretrained(tmp)
-        model, _ = hf.load(tmp)
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    layouts = {"scanned layers": True, "unrolled layers": False}
+    jax_steps, reference, cfg, exp = {}, None, None, None
+    for layout, scan in layouts.items():
+        config = small_config(batch, length)
+        config.model.encoder_overrides["scan_layers"] = scan
+        config.model.decoder_overrides["scan_layers"] = scan
+        exp = experiment.build(config)
+        cfg = exp.model_cfg
+        if reference is None:
+            reference = LlavaForConditionalGeneration(LlavaConfig(**hf.to_hf(cfg))).train()
+        with tempfile.TemporaryDirectory() as tmp:  # identical weights on both sides
+            reference.save_pretrained(tmp)
+            model, _ = hf.load(tmp, scan_layers=scan)
+        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+        jax_steps[layout] = (exp, params)
 
     rng = np.random.RandomState(0)
     n_img = cfg.num_image_tokens
@@ -67,13 +75,16 @@ def throughput(batch: int, length: int, repeats: int) -> None:
     images = rng.randn(batch, res, res, 3).astype(np.float32)
     batch_np = {"tokens": tokens, "loss_mask": loss_mask, "input_mask": np.ones_like(loss_mask), "images": images}
 
-    state, frozen = trainer.fresh_state(exp, params)
-    global_batch = jax.device_put(batch_np, exp.batch_sharding)
-    holder = {"state": state}
+    def jax_runner(exp, params):
+        state, frozen = trainer.fresh_state(exp, params)
+        global_batch = jax.device_put(batch_np, exp.batch_sharding)
+        holder = {"state": state}
 
-    def run_jax():
-        holder["state"], metrics = exp.step(holder["state"], frozen, global_batch)
-        return jax.block_until_ready(metrics["loss"])
+        def run_jax():
+            holder["state"], metrics = exp.step(holder["state"], frozen, global_batch)
+            return jax.block_until_ready(metrics["loss"])
+
+        return run_jax
 
     for p in reference.model.vision_tower.parameters():
         p.requires_grad_(False)
@@ -95,12 +106,15 @@ def throughput(batch: int, length: int, repeats: int) -> None:
         adam.step()
         return float(out.loss)
 
-    t_jax, t_torch = time_call(run_jax, repeats=repeats), time_call(run_torch, repeats=repeats)
+    t_torch = time_call(run_torch, repeats=repeats)
+    timings = {f"fgjax (jax.jit step, {layout})": time_call(jax_runner(*jax_steps[layout]), repeats=repeats)
+               for layout in layouts}  # fmt: skip
+    timings[f"transformers (torch {torch.__version__})"] = t_torch
     tokens_per_step = batch * length
     step_flops = exp.task.step_flops(cfg, batch, length, exp.flags)
     peak = measured_matmul_peak()
     rows = []
-    for name, seconds in (("fgjax (jax.jit step, scanned layers)", t_jax), (f"transformers (torch {torch.__version__})", t_torch)):
+    for name, seconds in timings.items():
         rows.append({
             "implementation": name,
             "step_s": seconds,
