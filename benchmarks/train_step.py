@@ -48,22 +48,23 @@ def throughput(batch: int, length: int, repeats: int) -> None:
     from fgjax import hf
     from fgjax.train import experiment, optim, trainer
 
-    torch.manual_seed(0)
     layouts = {"scanned layers": True, "unrolled layers": False}
-    jax_steps, reference, cfg, exp = {}, None, None, None
+    experiments = {}
     for layout, scan in layouts.items():
         config = small_config(batch, length)
         config.model.encoder_overrides["scan_layers"] = scan
         config.model.decoder_overrides["scan_layers"] = scan
-        exp = experiment.build(config)
-        cfg = exp.model_cfg
-        if reference is None:
-            reference = LlavaForConditionalGeneration(LlavaConfig(**hf.to_hf(cfg))).train()
-        with tempfile.TemporaryDirectory() as tmp:  # identical weights on both sides
-            reference.save_pretrained(tmp)
+        experiments[layout] = experiment.build(config)
+    exp = experiments["scanned layers"]
+    cfg = exp.model_cfg
+    torch.manual_seed(0)
+    reference = LlavaForConditionalGeneration(LlavaConfig(**hf.to_hf(cfg))).train()
+    params = {}
+    with tempfile.TemporaryDirectory() as tmp:  # identical weights on every side
+        reference.save_pretrained(tmp)
+        for layout, scan in layouts.items():
             model, _ = hf.load(tmp, scan_layers=scan)
-        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-        jax_steps[layout] = (exp, params)
+            params[layout] = nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
     rng = np.random.RandomState(0)
     n_img = cfg.num_image_tokens
@@ -107,7 +108,7 @@ def throughput(batch: int, length: int, repeats: int) -> None:
         return float(out.loss)
 
     t_torch = time_call(run_torch, repeats=repeats)
-    timings = {f"fgjax (jax.jit step, {layout})": time_call(jax_runner(*jax_steps[layout]), repeats=repeats)
+    timings = {f"fgjax (jax.jit step, {layout})": time_call(jax_runner(experiments[layout], params[layout]), repeats=repeats)
                for layout in layouts}  # fmt: skip
     timings[f"transformers (torch {torch.__version__})"] = t_torch
     tokens_per_step = batch * length

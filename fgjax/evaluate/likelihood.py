@@ -37,6 +37,14 @@ def class_tokens(evaluator: Evaluator, class_names, lead_in) -> list[list[int]]:
     return [evaluator.prompter.continuation(name, lead_in) for name in class_names]
 
 
+def _chunks(evaluator: Evaluator, continuations: list[list[int]], chunk_tokens: int):
+    """The continuations packed into rows of `chunk_tokens` (at least the longest one's
+    length, so free-text options of any length fit), as constants on the mesh."""
+    size = max([chunk_tokens, *map(len, continuations)])
+    packed = inference.pack_continuations(continuations, size)
+    return inference.Chunks(*(evaluator.constant(a) for a in packed))
+
+
 def continuation_scores(
     evaluator: Evaluator, dataset, build, continuations: list[list[int]], desc: str,
     chunk_tokens: int = 128,
@@ -44,9 +52,7 @@ def continuation_scores(
     """{"scores": f32[N, C] summed log-probs of each of the C token lists after each example's
     prompt (`build(indices)` -> prompts), "index", "label"}: all C scored against one run of
     the prompt's KV cache, packed `chunk_tokens` per row."""
-    chunks = inference.Chunks(
-        *(evaluator.constant(a) for a in inference.pack_continuations(continuations, chunk_tokens))
-    )
+    chunks = _chunks(evaluator, continuations, chunk_tokens)
 
     def compute(batch):
         scores = evaluator.call(
@@ -76,9 +82,7 @@ def score_images(evaluator: Evaluator, dataset, cfg: LikelihoodConfig, tokens) -
 
 def score_without_image(evaluator: Evaluator, cfg: LikelihoodConfig, tokens) -> np.ndarray:
     """f32[C]: each class's summed log-prob after the prompt with no image."""
-    chunks = inference.Chunks(
-        *(evaluator.constant(a) for a in inference.pack_continuations(tokens, cfg.chunk_tokens))
-    )
+    chunks = _chunks(evaluator, tokens, cfg.chunk_tokens)
     prompt = evaluator.prompter.prompt(cfg.question, has_image=False, lead_in=cfg.lead_in)
     tok, mask = prompts.pad_prompts([prompt])
     scores = evaluator.call(
