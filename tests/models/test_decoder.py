@@ -2,7 +2,6 @@
 layers, compile time vs depth, KV-cache decoding, masks, shared-prefix scoring."""
 
 import dataclasses
-import time
 
 import jax
 import jax.numpy as jnp
@@ -157,29 +156,26 @@ def test_remat_gives_identical_gradients(policy):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-def compile_seconds(depth: int) -> float:
-    cfg = presets.decoder("tiny_llama", depth=depth)
+def lowered_program(depth: int, scan_layers: bool = True) -> str:
+    """The StableHLO text of a tiny_llama forward of `depth` layers."""
+    cfg = presets.decoder("tiny_llama", depth=depth, scan_layers=scan_layers)
     graphdef, state = nnx.split(models.abstract(cfg))
 
     def forward(state, toks):
         return nnx.merge(graphdef, state)(toks).logits
 
     toks = jax.ShapeDtypeStruct((2, 16), jnp.int32)
-    start = time.perf_counter()
-    jax.jit(forward).lower(state, toks).compile()
-    return time.perf_counter() - start
+    return jax.jit(forward).lower(state, toks).as_text()
 
 
-def test_scanned_compile_time_does_not_grow_with_depth():
-    compile_seconds(2)  # warm up tracing caches shared by both measurements
-    shallow, deep = (
-        min(compile_seconds(4) for _ in range(2)),
-        min(compile_seconds(32) for _ in range(2)),
-    )
-    print(
-        f"scanned decoder compile time: 4 layers {shallow:.3f} s, 32 layers {deep:.3f} s, ratio {deep / shallow:.2f}"
-    )
-    assert deep < 2 * shallow
+def test_scanned_program_and_so_compile_time_do_not_grow_with_depth():
+    # What XLA compiles is one loop body whatever the depth, so compile time stays flat. The
+    # program's size shows it deterministically; timing compiles would measure the machine's
+    # load and the persistent compilation cache instead.
+    shallow, deep = len(lowered_program(4)), len(lowered_program(32))
+    print(f"scanned decoder program: 4 layers {shallow} chars, 32 layers {deep} chars")
+    assert deep < 1.05 * shallow
+    assert len(lowered_program(32, scan_layers=False)) > 4 * deep  # unrolled: grows with depth
 
 
 def test_config_errors_are_actionable():
