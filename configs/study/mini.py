@@ -69,6 +69,8 @@ def get_config(arg=None):
     c.finetune = dict(steps=steps(30), batch_size=32, max_length=112, lr=1e-3)
     c.template = "vicuna_v1"
     c.system = None  # no system message: shorter sequences, nothing lost at this scale
-    c.eval = dict(size=a.eval_size, batch_size=50, probe_train_size=2000)
+    # five-way negatives are mined by the base encoder's contrastive model, as the paper mines
+    # with CLIP, the base encoder of LLaVA-1.5, and tests its DFN-CLIP upgrade on those questions
+    c.eval = dict(size=a.eval_size, batch_size=50, probe_train_size=2000, negatives_from="base")
     c.checkpoint_every = 200
     return c

@@ -1,7 +1,8 @@
 """Models to evaluate, from the same sources as training initialization:
 
-    "run:DIR"  a finished fgjax run (DIR/params_export, tokenizer and template from
-               DIR/config.json) or a parameters export directory itself (fgjax.native)
+    "run:DIR"       a finished fgjax run (DIR/params_export, tokenizer and template from
+                    DIR/config.json) or a parameters export directory itself (fgjax.native)
+    "run:DIR@STEP"  the export that run wrote at STEP (its config.export_steps)
     "hf:DIR"   a Hugging Face directory (fgjax.hf.load; tokenizer.json in DIR)
 
 A tokenizer path or template name given explicitly wins over what the source records.
@@ -23,7 +24,7 @@ from fgjax.models.config import VLMConfig
 from fgjax.models.contrastive import ContrastiveConfig
 from fgjax.models.partitioning import DEFAULT_RULES
 from fgjax.train import sharding
-from fgjax.train.init import PARAMS_EXPORT
+from fgjax.train.init import PARAMS_EXPORT, export_dir
 
 KEEP = object()  # "keep the template's own system message"
 
@@ -49,13 +50,25 @@ def _load_weights(source: str, mesh=None, rules=DEFAULT_RULES):
     kind, _, path = source.partition(":")
     path = Path(path)
     if kind == "run":
-        export = path / PARAMS_EXPORT
-        target = export if native.is_native(export) else path
-        if not native.is_native(target):
-            raise FileNotFoundError(
-                f"{path} holds no finished fgjax run (no {PARAMS_EXPORT}/) nor a parameters "
-                "export; finish the run first or point at its export directory"
-            )
+        path, _, step = str(path).partition("@")
+        path = Path(path)
+        if step:
+            if not step.isdigit():
+                raise ValueError(f"{source}: the part after '@' must be a step number")
+            target = export_dir(path, int(step))
+            if not native.is_native(target):
+                raise FileNotFoundError(
+                    f"{source}: no parameters export at {target}; that run writes one at a step "
+                    "only if the step is in its config.export_steps"
+                )
+        else:
+            export = path / PARAMS_EXPORT
+            target = export if native.is_native(export) else path
+            if not native.is_native(target):
+                raise FileNotFoundError(
+                    f"{path} holds no finished fgjax run (no {PARAMS_EXPORT}/) nor a parameters "
+                    "export; finish the run first or point at its export directory"
+                )
         cfg = native.read_config(target)
         graphdef, abstract = nnx.split(models.abstract(cfg))
         shardings = None if mesh is None else sharding.state_shardings(abstract, mesh, rules)

@@ -184,6 +184,10 @@ def finetune_run(
 
 def eval_run(study, root: Path, tokenizer: Path, v: Variant) -> Unit:
     ev = study.eval
+    if ev.negatives_from not in LEVELS["encoder"]:
+        raise ValueError(
+            f"eval.negatives_from={ev.negatives_from!r}: mine with one of {LEVELS['encoder']}"
+        )
     c = ml_collections.ConfigDict()
     c.job = "eval"
     c.model = f"run:{root / 'stage2' / v.name}"
@@ -212,7 +216,7 @@ def eval_run(study, root: Path, tokenizer: Path, v: Variant) -> Unit:
     if v.llm == "base" and v.pretrain_llm == "frozen":  # one probe per encoder: its frozen features
         c.protocols["probe"] = {"features": ["vision_patch_mean"]}
     c.negatives = {
-        "model": f"run:{root / 'stage0' / 'encoder'}",
+        "model": _component(root, "encoder", ev.negatives_from, study).removesuffix("#image"),
         "tokenizer": str(tokenizer),
         "prompt": "a photo of a {}.",
     }

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from configs.study import mini
 from fgjax.study import stages
 from fgjax.train.data import make_source
@@ -21,3 +23,19 @@ def test_contrastive_encoder_trains_on_named_pairs_and_alignment_on_raw_alt_text
     for unit in align:
         source = make_source(unit.config.data.sources[0])
         assert len(source) == 300 and source.indices is None
+
+
+def test_negatives_are_mined_by_the_base_contrastive_model_as_the_paper_mines_with_clip():
+    study = mini.get_config("steps_scale=0.02")
+    root = Path("/nonexistent/seed0")
+    units = [u for u in stages.plan(study, 0, root, Path("/tok"), 128, 3) if u.kind == "eval"]
+    assert len(units) == 8
+    for unit in units:
+        assert unit.config.negatives.model == f"run:{root}/stage0/encoder@{study.encoder.base_step}"
+    study.eval.negatives_from = "upgraded"
+    assert stages.eval_run(study, root, Path("/tok"), units[0].variant).config.negatives.model == (
+        f"run:{root}/stage0/encoder"
+    )
+    study.eval.negatives_from = "best"
+    with pytest.raises(ValueError, match="negatives_from='best'"):
+        stages.eval_run(study, root, Path("/tok"), units[0].variant)
