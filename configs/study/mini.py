@@ -13,6 +13,8 @@ architecture, trained longer" -- as DFN-CLIP improves on CLIP by its training, n
 The contrastive model trains on a filtered pool of pairs, those whose caption names the class
 (`encoder.caption_kinds`), as CLIP-style encoders learn class names from web-scale data and
 DFN filters it; alignment (stage 1) uses the raw alt-text, where 40% of captions name the class.
+The five-way negatives are mined by the base snapshot of the contrastive model
+(`eval.negatives_from`), as the paper mines with CLIP, the base encoder of LLaVA-1.5.
 Stage 1 aligns every (encoder, LLM) pair on captions with the LLM frozen or trained; stage 2
 instruction-tunes each on general questions; then every variant is evaluated.
 """

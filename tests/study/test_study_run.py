@@ -4,6 +4,7 @@ rerun, and finished -- finished runs skipped, the killed one resumed from its ch
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -87,3 +88,17 @@ def test_shortened_study_is_killed_resumed_and_reports(tmp_path):
     assert "linear probe" in table
     # the table and findings are printed at the end of the command
     assert "The paper's findings" in rerun.stdout
+
+    # the ceiling benchmark re-mines the study's questions (it checks they are the same)
+    ceiling = subprocess.run(
+        [sys.executable, "-m", "benchmarks.study_ceiling", f"--workdir={workdir}", "--train=200"],
+        env={**environment(), "FGJAX_BENCHMARK_RESULTS": str(tmp_path / "results")},
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert ceiling.returncode == 0, (ceiling.stdout + ceiling.stderr)[-4000:]
+    result = json.loads((tmp_path / "results" / "study_ceiling.json").read_text())
+    by_miner = {r["mined_by"]: r for r in result["rows"]}
+    assert set(by_miner) == {"base", "upgraded"}
+    assert by_miner["base"]["best_vlm_5way"] == max(float(r["fine_mc5"]) for r in rows) / 100
+    for row in by_miner.values():
+        assert 0.0 <= row["same_family"] <= 1.0 and 0.0 <= row["ridge_upgraded_5way"] <= 1.0
