@@ -12,7 +12,6 @@ S cache slots; the mask hides empty and padded slots.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -143,29 +142,6 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 # -- the attention layer -------------------------------------------------------------------
 
 
-class Projection(nnx.Einsum):
-    """nnx.Einsum for a kernel whose leading axes contract the input's trailing ones
-    ("BTD,DNH->BTNH", "BTNH,NHD->BTD"), computed as one 2-D matmul over a flat token axis:
-    with several leading axes XLA:CPU's backward transposes the activations for the weight
-    gradient (see layers.Mlp). Same parameters as nnx.Einsum."""
-
-    def __call__(self, inputs: jax.Array) -> jax.Array:
-        """[*lead, *contracted] -> [*lead, *kernel.shape[len(contracted):]]."""
-        lhs, rhs = self.einsum_str.replace(" ", "").split("->")[0].split(",")
-        contracted = sum(axis in lhs for axis in rhs)
-        if not lhs.endswith(rhs[:contracted]):
-            raise ValueError(f"Projection needs the kernel's leading axes to contract the input's "
-                             f"trailing ones; got {self.einsum_str!r}")  # fmt: skip
-        inputs, kernel, bias = self.promote_dtype(
-            (inputs, self.kernel[...], None if self.bias is None else self.bias[...]),
-            dtype=self.dtype,
-        )
-        lead, features = inputs.shape[:-contracted], kernel.shape[contracted:]
-        y = inputs.reshape(math.prod(lead), -1) @ kernel.reshape(-1, math.prod(features))
-        y = y.reshape(*lead, *features)
-        return y if bias is None else y + bias
-
-
 class Attention(nnx.Module):
     """Multi-head / grouped-query attention with optional biases, RoPE and KV cache."""
 
@@ -178,7 +154,7 @@ class Attention(nnx.Module):
             return nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=in_axis, out_axis=out_axis)
 
         def proj(einsum, shape, axes, bias):
-            return Projection(
+            return nnx.Einsum(
                 einsum,
                 shape,
                 shape[-len(axes) + 1 :] if bias else None,
@@ -197,7 +173,7 @@ class Attention(nnx.Module):
         self.v = proj(
             "BSD,DKH->BSKH", (width, k, h), ("embed", "kv_heads", "head_dim"), cfg.qkv_bias
         )
-        self.o = Projection(
+        self.o = nnx.Einsum(
             "BTNH,NHD->BTD",
             (n, h, width),
             (width,) if cfg.out_bias else None,
@@ -238,9 +214,8 @@ def dot_product_attention(q, k, v, mask, scale):
     kv_heads = k.shape[2]
     q = q.reshape(batch, length, kv_heads, n // kv_heads, h)
     logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32) * scale
-    if mask is not None:  # additive, as HF's eager attention: the backward needs no mask
-        bias = jnp.where(mask, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
-        logits = logits + bias[:, None, None, :, :]
+    if mask is not None:
+        logits = jnp.where(mask[:, None, None, :, :], logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
     return out.reshape(batch, length, n, h)

@@ -61,14 +61,12 @@ class Decoder(nnx.Module):
     def logits(self, x: jax.Array) -> jax.Array:
         """[B, T, D] normed hidden -> f32[B, T, V]."""
         dtype = self.cfg.compute_dtype
-        flat = x.reshape(-1, x.shape[-1])  # one token axis: see layers.Mlp
         if self.cfg.tie_embeddings:
             w = self.embedding[...].astype(dtype)
-            out = jnp.einsum("ND,VD->NV", flat, w, preferred_element_type=jnp.float32)
-        else:
-            w = self.lm_head[...].astype(dtype)
-            out = jnp.einsum("ND,DV->NV", flat, w, preferred_element_type=jnp.float32)
-        return out.reshape(*x.shape[:-1], out.shape[-1])
+            return jnp.einsum("BTD,VD->BTV", x, w, preferred_element_type=jnp.float32)
+        return jnp.einsum(
+            "BTD,DV->BTV", x, self.lm_head[...].astype(dtype), preferred_element_type=jnp.float32
+        )
 
     def init_cache(self, batch: int, capacity: int) -> KVCache:
         cfg = self.cfg

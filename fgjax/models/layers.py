@@ -103,7 +103,7 @@ class Mlp(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """[..., width] -> [..., width]."""
         # one flat token axis: with several leading axes XLA:CPU's backward transposes the
-        # activations for every weight gradient (train step 0.8x slower; benchmarks/mlp_backward)
+        # activations for every weight gradient (benchmarks/mlp_backward)
         lead = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
         if self.kind == "gated":
