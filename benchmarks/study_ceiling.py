@@ -30,6 +30,7 @@ from fgjax.data import images as image_ops
 from fgjax.data import specimens
 from fgjax.data.tokenizer import load_tokenizer
 from fgjax.evaluate import choices, datasets, loading, negatives
+from fgjax.evaluate.probe import split_train_val
 from fgjax.study.stages import LEVELS
 
 LAMBDAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
@@ -52,11 +53,11 @@ def ridge(train_x, train_y, lam: float, num_classes: int) -> np.ndarray:
 
 
 def ridge_scores(train_x, train_y, test_x, num_classes: int) -> tuple[np.ndarray, float]:
-    """(f32[N, C] test scores, chosen lambda): lambda picked on a 20% validation split."""
+    """(f32[N, C] test scores, chosen lambda): lambda picked on a validation split carved from
+    train as the linear probe carves its own (20% of every class)."""
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    order = np.random.default_rng(0).permutation(len(train_x))
-    val, fit = order[: len(order) // 5], order[len(order) // 5 :]
+    fit, val = split_train_val(train_y, 0.2, seed=0)
 
     def val_accuracy(lam):
         w = ridge(train_x[fit], train_y[fit], lam, num_classes)

@@ -24,7 +24,7 @@ from fgjax.models.config import VLMConfig
 from fgjax.models.contrastive import ContrastiveConfig
 from fgjax.models.partitioning import DEFAULT_RULES
 from fgjax.train import sharding
-from fgjax.train.init import PARAMS_EXPORT, export_dir
+from fgjax.train.init import run_export
 
 KEEP = object()  # "keep the template's own system message"
 
@@ -48,32 +48,13 @@ def _load_weights(source: str, mesh=None, rules=DEFAULT_RULES):
     restored straight onto it (each parameter placed by its logical axes; needed with several
     processes)."""
     kind, _, path = source.partition(":")
-    path = Path(path)
     if kind == "run":
-        path, _, step = str(path).partition("@")
-        path = Path(path)
-        if step:
-            if not step.isdigit():
-                raise ValueError(f"{source}: the part after '@' must be a step number")
-            target = export_dir(path, int(step))
-            if not native.is_native(target):
-                raise FileNotFoundError(
-                    f"{source}: no parameters export at {target}; that run writes one at a step "
-                    "only if the step is in its config.export_steps"
-                )
-        else:
-            export = path / PARAMS_EXPORT
-            target = export if native.is_native(export) else path
-            if not native.is_native(target):
-                raise FileNotFoundError(
-                    f"{path} holds no finished fgjax run (no {PARAMS_EXPORT}/) nor a parameters "
-                    "export; finish the run first or point at its export directory"
-                )
+        target = run_export(path)
         cfg = native.read_config(target)
         graphdef, abstract = nnx.split(models.abstract(cfg))
         shardings = None if mesh is None else sharding.state_shardings(abstract, mesh, rules)
         model = nnx.merge(graphdef, native.load_params(target, cfg, shardings))
-        return model, cfg, _run_config(path).get("data", {})
+        return model, cfg, _run_config(Path(path.partition("@")[0])).get("data", {})
     if kind == "hf":
         model, cfg = hf.load(str(path))
         return model, cfg, {"tokenizer": str(path)}

@@ -126,11 +126,16 @@ def llm_run(study, seed: int, root: Path, tokenizer: Path, vocab: int) -> Unit:
     return Unit("stage 0: language model", "train", c, root / "stage0" / "llm", m.steps * 0.26)
 
 
-def _component(root: Path, which: str, level: str, study) -> str:
+def _snapshot(root: Path, which: str, level: str, study) -> str:
+    """The "run:" source of a stage-0 model: its base export or its final parameters."""
     run = root / "stage0" / which
     step = (study.encoder if which == "encoder" else study.llm).base_step
-    source = f"run:{run}@{step}" if level == "base" else f"run:{run}"
-    return source + ("#image" if which == "encoder" else "")
+    return f"run:{run}@{step}" if level == "base" else f"run:{run}"
+
+
+def _component(root: Path, which: str, level: str, study) -> str:
+    """The init source of a VLM component: the encoder is the contrastive model's image tower."""
+    return _snapshot(root, which, level, study) + ("#image" if which == "encoder" else "")
 
 
 def _vlm_model(study, vocab: int, image_token: int) -> dict:
@@ -216,7 +221,7 @@ def eval_run(study, root: Path, tokenizer: Path, v: Variant) -> Unit:
     if v.llm == "base" and v.pretrain_llm == "frozen":  # one probe per encoder: its frozen features
         c.protocols["probe"] = {"features": ["vision_patch_mean"]}
     c.negatives = {
-        "model": _component(root, "encoder", ev.negatives_from, study).removesuffix("#image"),
+        "model": _snapshot(root, "encoder", ev.negatives_from, study),
         "tokenizer": str(tokenizer),
         "prompt": "a photo of a {}.",
     }

@@ -50,6 +50,22 @@ def export_dir(workdir, step: int | None = None) -> Path:
     return Path(workdir) / (PARAMS_EXPORT if step is None else f"{PARAMS_EXPORT}_step{step}")
 
 
+def run_export(path: str) -> Path:
+    """The parameters export a "run:" source names: "DIR" (the run's final export, or DIR if it
+    is an export itself) or "DIR@STEP" (the export that run wrote at STEP)."""
+    path, _, step = path.partition("@")
+    if step and not step.isdigit():
+        raise ValueError(f"run:{path}@{step}: the part after '@' must be a step number")
+    candidates = [export_dir(path, int(step))] if step else [export_dir(path), Path(path)]
+    target = next((c for c in candidates if native.is_native(c)), None)
+    if target is None:
+        raise FileNotFoundError(
+            f"no parameters export at {' or '.join(map(str, candidates))}; finish that run first "
+            "(or add the step to its config.export_steps), or point at another source"
+        )
+    return target
+
+
 def read_source(source: str) -> dict:
     """A pure parameter dict from a source (host arrays):
     "hf:DIR"            a Hugging Face directory
@@ -62,15 +78,7 @@ def read_source(source: str) -> dict:
         model, _ = hf.load(path)
         params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     elif kind == "run":
-        path, _, step = path.partition("@")
-        candidates = [export_dir(path, int(step))] if step else [export_dir(path), Path(path)]
-        target = next((c for c in candidates if native.is_native(c)), None)
-        if target is None:
-            raise FileNotFoundError(
-                f"no parameters export at {' or '.join(map(str, candidates))}; finish that run first "
-                "(or add the step to its config.export_steps), or point config.init elsewhere"
-            )
-        params = native.load_params(target)
+        params = native.load_params(run_export(path))
     else:
         raise ValueError(f"init source {source!r} must start with 'hf:' or 'run:'")
     for key in filter(None, subtree.split("/")):
