@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from fgjax.models.config import RopeConfig
+from fgjax.models.layers import at_least_float32
 
 # -- masks ------------------------------------------------------------------------------------
 
@@ -207,15 +208,16 @@ class Attention(nnx.Module):
 def dot_product_attention(q, k, v, mask, scale):
     """q: [B, T, N, H]; k, v: [B, S, K, H]; mask: bool[B, T, S] or None -> [B, T, N, H].
 
-    Logits and softmax in float32 (as HF's eager attention); probabilities cast back to the
-    value dtype. Query head n uses KV head n // G, like HF's repeat_kv.
+    Logits and softmax in float32 (as HF's eager attention; float64 in a float64 model);
+    probabilities cast back to the value dtype. Query head n uses KV head n // G, like HF's repeat_kv.
     """
     batch, length, n, h = q.shape
     kv_heads = k.shape[2]
     q = q.reshape(batch, length, kv_heads, n // kv_heads, h)
-    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32) * scale
+    acc = at_least_float32(q.dtype)
+    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=acc) * scale
     if mask is not None:
-        logits = jnp.where(mask[:, None, None, :, :], logits, jnp.finfo(jnp.float32).min)
+        logits = jnp.where(mask[:, None, None, :, :], logits, jnp.finfo(acc).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
     return out.reshape(batch, length, n, h)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu", "silu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "float64")  # float64: references (needs jax_enable_x64)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fgjax.models.config import TransformerConfig, VitConfig, _check, register_config_type
-from fgjax.models.layers import dense, param
+from fgjax.models.layers import at_least_float32, dense, param
 from fgjax.models.transformer import Stack, make_norm
 from fgjax.models.vit import VisionEncoder
 
@@ -113,5 +113,5 @@ def sigmoid_loss(logits: jax.Array) -> jax.Array:
 
 
 def _normalize(x: jax.Array) -> jax.Array:
-    x = x.astype(jnp.float32)
+    x = x.astype(at_least_float32(x.dtype))
     return x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-6)

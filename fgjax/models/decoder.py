@@ -20,7 +20,7 @@ from fgjax.models.attention import (
     window_mask,
 )
 from fgjax.models.config import DecoderConfig
-from fgjax.models.layers import param
+from fgjax.models.layers import at_least_float32, param
 from fgjax.models.partitioning import constrain
 from fgjax.models.transformer import Stack, make_norm
 
@@ -59,13 +59,14 @@ class Decoder(nnx.Module):
         return x
 
     def logits(self, x: jax.Array) -> jax.Array:
-        """[B, T, D] normed hidden -> f32[B, T, V]."""
+        """[B, T, D] normed hidden -> f32[B, T, V] (f64 for a float64 model)."""
         dtype = self.cfg.compute_dtype
+        acc = at_least_float32(dtype)
         if self.cfg.tie_embeddings:
             w = self.embedding[...].astype(dtype)
-            return jnp.einsum("BTD,VD->BTV", x, w, preferred_element_type=jnp.float32)
+            return jnp.einsum("BTD,VD->BTV", x, w, preferred_element_type=acc)
         return jnp.einsum(
-            "BTD,DV->BTV", x, self.lm_head[...].astype(dtype), preferred_element_type=jnp.float32
+            "BTD,DV->BTV", x, self.lm_head[...].astype(dtype), preferred_element_type=acc
         )
 
     def init_cache(self, batch: int, capacity: int) -> KVCache:

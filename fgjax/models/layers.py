@@ -21,6 +21,12 @@ from flax import nnx
 Axes = tuple[str | None, ...]
 
 
+def at_least_float32(dtype) -> jnp.dtype:
+    """The precision of reductions that HF runs in float32 (norms, attention logits, the loss):
+    float32 for half-precision and float32 models, float64 for a float64 reference model."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def param(rngs: nnx.Rngs, init, shape, dtype, axes: Axes) -> nnx.Param:
     """A parameter initialized by `init(key, shape, dtype)` that carries logical `axes`."""
     assert len(axes) == len(shape), (shape, axes)
@@ -55,7 +61,8 @@ def activation(name: str):
 
 
 class Norm(nnx.Module):
-    """LayerNorm or RMSNorm over the last axis, computed in float32 and cast back.
+    """LayerNorm or RMSNorm over the last axis, computed in float32 (float64 for a float64
+    model) and cast back.
 
     RMSNorm follows HF exactly: Llama multiplies the weight after casting back to the input
     dtype; Gemma (`add_one`) multiplies by (1 + w) in float32 before casting.
@@ -71,18 +78,16 @@ class Norm(nnx.Module):
             self.bias = param(rngs, nnx.initializers.zeros, (dim,), param_dtype, ("embed",))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        dtype = x.dtype
-        x32 = x.astype(jnp.float32)
+        dtype, acc = x.dtype, at_least_float32(x.dtype)
+        x32 = x.astype(acc)
         if self.kind == "layernorm":
             mean = x32.mean(-1, keepdims=True)
             var = jnp.square(x32 - mean).mean(-1, keepdims=True)
             y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-            return (
-                y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
-            ).astype(dtype)
+            return (y * self.scale[...].astype(acc) + self.bias[...].astype(acc)).astype(dtype)
         y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
         if self.add_one:
-            return (y * (1.0 + self.scale[...].astype(jnp.float32))).astype(dtype)
+            return (y * (1.0 + self.scale[...].astype(acc))).astype(dtype)
         return y.astype(dtype) * self.scale[...].astype(dtype)
 
 

@@ -144,17 +144,24 @@ def build(config, devices=None) -> Experiment:
     state_sh = TrainState(replicated, trainable_sh, opt_sh, replicated)
     batch_sh = sharding.batch_sharding(mesh)
 
+    exp = Experiment(
+        config, mesh, rules, task, model_cfg, graphdef, abstract_params, path_groups, flags,
+        param_sh, frozen_sh, state_sh, batch_sh, tx, schedules, step=None,
+    )  # fmt: skip
     nan_step = int(config.get("debug", {}).get("nan_at_step", -1))  # tests plant a NaN loss here
     step_fn = make_train_step(
         graphdef, task.loss_fn(flags), tx, int(config.get("grad_accum", 1)), nan_step
     )
+    return with_step(exp, step_fn)
+
+
+def with_step(exp: Experiment, step_fn) -> Experiment:
+    """`exp` with `step_fn(state, frozen, batch) -> (state, metrics)` jitted onto its
+    shardings (the train state donated)."""
     jitted = jax.jit(
         step_fn,
-        in_shardings=(state_sh, frozen_sh, batch_sh),
-        out_shardings=(state_sh, replicated),
+        in_shardings=(exp.state_shardings, exp.frozen_shardings, exp.batch_sharding),
+        out_shardings=(exp.state_shardings, NamedSharding(exp.mesh, PartitionSpec())),
         donate_argnums=(0,),
     )
-    return Experiment(
-        config, mesh, rules, task, model_cfg, graphdef, abstract_params, path_groups, flags,
-        param_sh, frozen_sh, state_sh, batch_sh, tx, schedules, jitted,
-    )  # fmt: skip
+    return dataclasses.replace(exp, step=jitted)

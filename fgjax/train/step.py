@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from fgjax.models.layers import at_least_float32
 from fgjax.train.optim import merge
 
 # loss_fn(model, batch) -> (sum of per-token losses, number of loss tokens, extra metrics as sums)
@@ -67,7 +68,8 @@ def make_train_step(
             (total, (count, extra)), grads = jax.value_and_grad(summed_loss, has_aux=True)(
                 state.params, micro
             )
-            return grads, total.astype(jnp.float32), count.astype(jnp.float32), extra
+            acc = at_least_float32(total.dtype)
+            return grads, total.astype(acc), count.astype(jnp.float32), extra
 
         if accum == 1:
             grads, total, count, extra = micro_step(batch)

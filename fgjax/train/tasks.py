@@ -17,6 +17,7 @@ from fgjax.data.packing import segment_attention_mask
 from fgjax.models import presets
 from fgjax.models.config import DecoderConfig, VLMConfig
 from fgjax.models.contrastive import ContrastiveConfig, TextTowerConfig, sigmoid_loss
+from fgjax.models.layers import at_least_float32
 from fgjax.train import flops
 from fgjax.train.optim import VLM_GROUPS
 
@@ -24,10 +25,9 @@ from fgjax.train.optim import VLM_GROUPS
 def next_token_loss(logits, tokens, loss_mask):
     """logits f32[B, T, V] predict tokens[:, 1:] where loss_mask[:, 1:] -> (sum, count, extras)."""
     targets = tokens[:, 1:]
-    weights = loss_mask[:, 1:].astype(jnp.float32)
-    nll = optax.softmax_cross_entropy_with_integer_labels(
-        logits[:, :-1].astype(jnp.float32), targets
-    )
+    acc = at_least_float32(logits.dtype)
+    weights = loss_mask[:, 1:].astype(acc)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1].astype(acc), targets)
     correct = (jnp.argmax(logits[:, :-1], axis=-1) == targets) * weights
     return (nll * weights).sum(), weights.sum(), {"correct": correct.sum()}
 
