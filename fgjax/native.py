@@ -1,21 +1,27 @@
 """fgjax's own parameters-only format, for any model (also ones transformers cannot represent):
 
-    DIR/fgjax_model.json   {"format": "fgjax-params-v1", "config": <fgjax config as a dict>}
+    DIR/fgjax_model.json   {"format": "fgjax-params-v1", "config": <fgjax config as a dict>,
+                            "checksums": fingerprints of the parameters (fgjax.integrity)}
     DIR/params/            the parameters, an Orbax checkpoint (sharded arrays, multi-host safe)
 
 `save(path, cfg, params)` writes it; `load(path)` returns `(model, cfg)` like `fgjax.hf.load`.
+fgjax_model.json is the commit marker: written last, atomically, and removed first when an
+export is rewritten, so a directory that has it holds a complete export, and an export killed
+half-way is never taken for one. Loading checks the parameters against the fingerprints.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 
-from fgjax import models
+from fgjax import integrity, models
 from fgjax.models import config as model_config
 
 FORMAT = "fgjax-params-v1"
@@ -26,31 +32,47 @@ def is_native(path: str | Path) -> bool:
     return (Path(path) / META).is_file()
 
 
+class CorruptExportError(ValueError):
+    """An export whose parameters load with other values than were saved."""
+
+
 def save(path: str | Path, cfg, params: dict) -> None:
-    """Writes `params` (a pure nested dict of arrays, as `nnx.to_pure_dict(nnx.state(model))`)."""
+    """Writes `params` (a pure nested dict of arrays, as `nnx.to_pure_dict(nnx.state(model))`),
+    committing the export with fgjax_model.json last."""
     path = Path(path).absolute()
-    path.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / META).unlink(missing_ok=True)  # uncommitted until rewritten in full
+    multihost_utils.sync_global_devices(f"fgjax export {path}: started")
+    checksums = integrity.fingerprint(params)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(path / "params", params, force=True)
         ckptr.wait_until_finished()
     if jax.process_index() == 0:
-        (path / META).write_text(
-            json.dumps({"format": FORMAT, "config": model_config.to_dict(cfg)}, indent=2)
-        )
+        meta = {"format": FORMAT, "config": model_config.to_dict(cfg), "checksums": checksums}
+        partial = path / f"{META}.partial"
+        partial.write_text(json.dumps(meta, indent=2))
+        os.replace(partial, path / META)
+    multihost_utils.sync_global_devices(f"fgjax export {path}: committed")
 
 
-def read_config(path: str | Path):
+def _read_meta(path: str | Path) -> dict:
     meta_path = Path(path) / META
     if not meta_path.is_file():
         raise FileNotFoundError(
-            f"{path} is not an fgjax parameters export (no {META}); export one with fgjax.native.save"
+            f"{path} is not an fgjax parameters export (no {META}: none was written there, or "
+            "writing it did not finish); export one with fgjax.native.save"
         )
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(
             f"{meta_path} has format {meta.get('format')!r}; this fgjax reads {FORMAT!r}"
         )
-    return model_config.from_dict(meta["config"])
+    return meta
+
+
+def read_config(path: str | Path):
+    return model_config.from_dict(_read_meta(path)["config"])
 
 
 def load_params(path: str | Path, cfg=None, shardings=None) -> dict:
@@ -62,7 +84,15 @@ def load_params(path: str | Path, cfg=None, shardings=None) -> dict:
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
         )
     with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(Path(path).absolute() / "params", abstract)
+        params = ckptr.restore(Path(path).absolute() / "params", abstract)
+    checksums = _read_meta(path).get("checksums")
+    bad = integrity.mismatches(checksums, params) if checksums is not None else []
+    if bad:
+        raise CorruptExportError(
+            f"the parameters in {path} load with other values than were saved ({len(bad)} "
+            f"arrays: {', '.join(bad[:5])}): the files were damaged; export them again"
+        )
+    return params
 
 
 def load(path: str | Path):

@@ -9,12 +9,13 @@ relative to an image root.
 
 Bad input is skipped and counted, each with its row number and id logged, never dropped
 silently: malformed rows and missing image files when the file is read, corrupt images when
-a row is read. `report()` gives the counts; `strict=True` raises `BadInputError` instead.
+a row is read (each row counted once, however often it is read). `report()` gives the counts;
+`strict=True` raises `BadInputError` instead. A file with no usable row raises
+`BadInputError` naming the file and why.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
@@ -22,28 +23,12 @@ import os
 import numpy as np
 from PIL import Image
 
+from fgjax.data.skips import BadInputError, SkipCounter
+
 log = logging.getLogger(__name__)
 
 MALFORMED, MISSING_IMAGE, CORRUPT_IMAGE = "malformed row", "missing image", "corrupt image"
-
-
-class BadInputError(ValueError):
-    """Bad input met in strict mode."""
-
-
-class SkipCounter:
-    """Counts skipped rows by reason and logs each one (or raises, when strict)."""
-
-    def __init__(self, name: str, strict: bool):
-        self.name, self.strict = name, strict
-        self.counts: collections.Counter[str] = collections.Counter()
-
-    def skip(self, reason: str, row: str, detail: str) -> None:
-        message = f"{self.name}: {reason} in row {row}: {detail}"
-        if self.strict:
-            raise BadInputError(message + " (strict mode; pass strict=False to skip such rows)")
-        self.counts[reason] += 1
-        log.warning("skipping: %s", message)
+__all__ = ["BadInputError", "LlavaJsonSource", "load_image"]
 
 
 class LlavaJsonSource:
@@ -82,6 +67,11 @@ class LlavaJsonSource:
         self._images = np.array(images, dtype=object)
         self._offsets = np.cumsum([0] + [len(b) for b in blobs], dtype=np.int64)
         self._blob = np.frombuffer(b"".join(blobs), np.uint8)
+        if not len(self):
+            raise BadInputError(
+                f"{path} has no usable rows ({self.summary()}); LLaVA data is a JSON list of "
+                'rows or JSONL with one row per line, each {"id", "image", "conversations"}'
+            )
         if self.skipped.counts:
             log.warning("%s", self.summary())
 
@@ -125,6 +115,8 @@ class LlavaJsonSource:
         """Yields (label, row); a JSON list must parse as a whole, JSONL line by line."""
         with open(self.path, encoding="utf-8") as f:
             text = f.read()
+        if not text.strip():
+            raise BadInputError(f"{self.path} is empty")
         if text.lstrip().startswith("["):
             try:
                 rows = json.loads(text)
@@ -133,6 +125,16 @@ class LlavaJsonSource:
             for number, row in enumerate(rows):
                 yield f"#{number}", row
             return
+        if text.lstrip().startswith("{") and "\n" in text.strip():
+            try:  # one JSON object spread over lines: not JSONL, whose rows are one line each
+                whole = json.loads(text)
+            except json.JSONDecodeError:
+                whole = None
+            if isinstance(whole, dict):
+                raise BadInputError(
+                    f"{self.path} holds one JSON object over several lines; LLaVA data is a JSON "
+                    "list of rows ([{...}, ...]) or JSONL with one row per line"
+                )
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:

@@ -2,71 +2,241 @@
 iterator's position, saved asynchronously every N steps and at the end, keeping the last K.
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so an
-interrupted save is never listed as a step. If the newest listed checkpoint still cannot be
-read, `restore_latest` warns and falls back to the one before.
+interrupted save is never listed as a step (its leftovers are removed at start-up). Each
+checkpoint also holds fingerprints of its arrays and of every process's data position
+(fgjax.integrity), checked on restore, so one that restores with other values than were
+saved counts as unreadable too.
+
+`restore_latest` tries the newest checkpoint first. One that cannot be read is moved aside to
+`<directory>.unreadable/<step>` (kept for inspection, out of Orbax's way, so that training can
+write that step again) and the one before is tried. When none can be read, every one is moved
+aside and the caller starts from scratch. Checkpoints written for another model or optimizer
+(their arrays have other shapes) are not damage but a changed config: they stop the run with
+an `IncompatibleCheckpointError`, and nothing is moved.
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import logging
+import zlib
 from pathlib import Path
 from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
-STATE, DATA = "state", "data"
+from fgjax import integrity
+
+STATE, DATA, CHECKSUMS = "state", "data", "checksums"
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint restored with other values than were saved."""
+
+
+class IncompatibleCheckpointError(ValueError):
+    """The checkpoints in a directory hold arrays of other shapes than the config needs."""
 
 
 class Checkpointer:
     def __init__(
-        self, directory: str | Path, *, every_steps: int, keep: int = 2, asynchronous: bool = True
+        self,
+        directory: str | Path,
+        *,
+        every_steps: int,
+        keep: int | None = 2,
+        asynchronous: bool = True,
     ):
+        if not (isinstance(every_steps, int) and every_steps >= 1):
+            raise ValueError(f"checkpoint every_steps={every_steps!r} must be an integer >= 1")
+        if keep is not None and not (isinstance(keep, int) and keep >= 1):
+            raise ValueError(
+                f"checkpoint keep={keep!r} must be an integer >= 1 (None keeps every checkpoint): "
+                "with none kept, a stopped run cannot resume"
+            )
         self.directory = Path(directory).absolute()
         self.every_steps = every_steps
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
-            save_interval_steps=max(every_steps, 1),
+            save_interval_steps=every_steps,
             enable_async_checkpointing=asynchronous,
+            cleanup_tmp_directories=True,
             create=True,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self._closed = False
+
+    @property
+    def unreadable_directory(self) -> Path:
+        """Where unreadable checkpoints are moved."""
+        return self.directory.with_name(self.directory.name + ".unreadable")
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, state: Any, data_iterator=None, *, force: bool = False) -> bool:
         """Saves if `step` is due (or `force`); returns whether a save started."""
+        if not force and not self.manager.should_save(step):
+            return False
+        checksums = {"arrays": integrity.fingerprint(state)}
         items = {STATE: ocp.args.StandardSave(state)}
         if data_iterator is not None:
+            checksums["data"] = _gather(_position_hash(data_iterator))
             items[DATA] = grain.checkpoint.CheckpointSave(data_iterator)
+        items[CHECKSUMS] = ocp.args.JsonSave(checksums)
         return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
     def restore(self, step: int, abstract_state: Any, data_iterator=None) -> Any:
         """The state at `step`, with arrays placed as `abstract_state`'s shardings; the data
-        iterator (if given) is moved to its saved position."""
+        iterator (if given) is moved to its saved position. Raises
+        `IncompatibleCheckpointError` if the saved arrays do not fit `abstract_state`,
+        `CorruptCheckpointError` if they restore with other values than were saved."""
+        self._check_compatible(step, abstract_state)
         items = {STATE: ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
             items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
-        return self.manager.restore(step, args=ocp.args.Composite(**items))[STATE]
+        has_checksums = (self.directory / str(step) / CHECKSUMS).exists()
+        if has_checksums:
+            items[CHECKSUMS] = ocp.args.JsonRestore()
+        else:
+            logging.warning("checkpoint %d in %s has no checksums (an older fgjax wrote it); "
+                            "its values cannot be verified", step, self.directory)  # fmt: skip
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        if has_checksums:
+            self._verify(step, restored[STATE], restored[CHECKSUMS], data_iterator)
+        return restored[STATE]
 
     def restore_latest(self, abstract_state: Any, data_iterator=None) -> tuple[int, Any] | None:
-        """(step, state) of the newest readable checkpoint, or None when there is none."""
+        """(step, state) of the newest readable checkpoint, or None when there is none; newer
+        unreadable ones are moved aside (see the module docstring). After None, a given data
+        iterator may have been moved by a failed attempt: start a fresh one."""
+        failed: dict[int, Exception] = {}
+        found = None
         for step in reversed(self.steps()):
             try:
-                return step, self.restore(step, abstract_state, data_iterator)
+                found = step, self.restore(step, abstract_state, data_iterator)
+                error = None
             except Exception as e:  # noqa: BLE001 - any failure means this checkpoint is unusable
-                logging.warning("checkpoint at step %d in %s is unreadable (%s: %s); trying the previous one",
-                                step, self.directory, type(e).__name__, str(e)[:300])  # fmt: skip
-        return None
+                found, error = None, e
+            if not _everywhere(error is None):  # every process resumes from the same step
+                error = error or RuntimeError("unreadable in another process")
+                failed[step] = error
+                logging.warning("checkpoint at step %d in %s is unreadable (%s: %s)", step,
+                                self.directory, type(error).__name__, str(error)[:300])  # fmt: skip
+                continue
+            break
+        incompatible = [s for s, e in failed.items() if isinstance(e, IncompatibleCheckpointError)]
+        if found is None and incompatible:
+            raise failed[max(incompatible)]
+        for step in sorted(failed):
+            self._move_aside(step)
+        return found
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Waits for the save in flight (raising its error, if it failed) and closes; once."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.manager.wait_until_finished()
+        finally:
+            self.manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        """Closes; when leaving by an exception, without letting a failed save replace it."""
+        if kind is None:
+            self.close()
+        else:
+            self.close_after_failure()
+
+    def close_after_failure(self) -> None:
+        """For a run that is failing: finishes or abandons the save in flight without raising,
+        so the run's own error is the one reported; a failed save is logged."""
+        try:
+            self.close()
+        except Exception as e:  # noqa: BLE001 - the run's error takes precedence
+            logging.error("the checkpoint being saved when the run failed was not written "
+                          "(%s: %s)", type(e).__name__, str(e)[:300])  # fmt: skip
+
+    # ------------------------------------------------------------------------- internals
+
+    def _check_compatible(self, step: int, abstract_state: Any) -> None:
+        try:
+            metadata = self.manager.item_metadata(step)[STATE]
+        except Exception:  # noqa: BLE001 - unreadable metadata: the restore will say why
+            return
+        saved = _shapes(getattr(metadata, "tree", metadata))
+        needed = _shapes(abstract_state)
+        if saved and saved != needed:
+            only_saved = sorted((saved - needed).elements())[:3]
+            only_needed = sorted((needed - saved).elements())[:3]
+            raise IncompatibleCheckpointError(
+                f"the checkpoint at step {step} in {self.directory} holds {saved.total()} arrays of "
+                f"other shapes than this config's {needed.total()} (only in the checkpoint: "
+                f"{only_saved}; only in the config: {only_needed}): it was written with another "
+                "model, stage or optimizer. Resume with the config that wrote it, or use a new workdir."
+            )
+
+    def _verify(self, step: int, state: Any, checksums: dict, data_iterator) -> None:
+        bad = integrity.mismatches(checksums["arrays"], state)
+        if bad:
+            raise CorruptCheckpointError(
+                f"checkpoint {step} in {self.directory}: {len(bad)} arrays restored with other "
+                f"values than were saved ({', '.join(bad[:5])})"
+            )
+        saved = checksums.get("data")
+        if data_iterator is not None and saved and len(saved) == jax.process_count():
+            if _position_hash(data_iterator) != saved[jax.process_index()]:
+                raise CorruptCheckpointError(
+                    f"checkpoint {step} in {self.directory}: the data position of process "
+                    f"{jax.process_index()} restored with another value than was saved"
+                )
+
+    def _move_aside(self, step: int) -> None:
+        if jax.process_index() == 0:
+            self.unreadable_directory.mkdir(parents=True, exist_ok=True)
+            target, copy = self.unreadable_directory / str(step), 1
+            while target.exists():
+                target, copy = self.unreadable_directory / f"{step}.{copy}", copy + 1
+            (self.directory / str(step)).rename(target)
+            logging.warning("moved the unreadable checkpoint %d to %s (delete it once inspected)",
+                            step, target)  # fmt: skip
+        multihost_utils.sync_global_devices(f"fgjax: checkpoint {step} moved aside")
+        self.manager.reload()
+
+
+def _shapes(tree: Any) -> collections.Counter:
+    """How many arrays of each (shape, dtype) `tree` holds."""
+    leaves = jax.tree.leaves(tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
+    return collections.Counter(
+        (tuple(x.shape), np.dtype(x.dtype).name) for x in leaves if hasattr(x, "shape")
+    )
+
+
+def _position_hash(data_iterator) -> int:
+    return zlib.crc32(json.dumps(data_iterator.get_state(), sort_keys=True, default=str).encode())
+
+
+def _gather(value: int) -> list[int]:
+    """`value` of every process, in process order."""
+    gathered = multihost_utils.process_allgather(np.asarray([value], np.uint32))
+    return [int(v) for v in np.asarray(gathered).reshape(-1)]
+
+
+def _everywhere(ok: bool) -> bool:
+    """Whether `ok` holds in every process."""
+    return min(_gather(int(ok))) == 1
 
 
 def abstract_like(tree: Any) -> Any:

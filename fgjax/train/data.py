@@ -25,6 +25,7 @@ from fgjax.data import images as image_ops
 from fgjax.data import pipeline
 from fgjax.data.conversation import ConversationEncoder, SampleError
 from fgjax.data.llava_json import LlavaJsonSource
+from fgjax.data.skips import BadInputError, SkipCounter, SkipGuard
 from fgjax.data.specimens_source import SpecimensSource
 from fgjax.data.templates import get_template
 from fgjax.data.tokenizer import Tokenizer, add_image_token, load_tokenizer
@@ -70,26 +71,53 @@ def pad_to(values: np.ndarray, length: int, fill) -> np.ndarray:
     return out
 
 
-class ConversationTransform:
+UNENCODABLE, SOURCE_SKIPPED = "cannot be encoded", "skipped by its source (see its report)"
+
+
+class SkippingTransform:
+    """Base of the record -> example transforms: a record that cannot be used is counted
+    (once per row, in `skips`), logged and dropped, and a run of them stops the stream
+    (`guard`). Records the source already skipped arrive as None and count for the guard."""
+
+    def __init__(self, guard: SkipGuard | None = None):
+        self.skips = SkipCounter("training data")
+        self.guard = guard or SkipGuard("training records")
+
+    @property
+    def skipped(self) -> int:
+        """Distinct rows this transform could not use."""
+        return self.skips.total
+
+    def _skip(self, record, reason: str, detail: str) -> None:
+        if record is not None:
+            self.skips.skip(reason, record.get("id"), detail)
+        self.guard.skipped(f"{reason}: {detail}")
+        return None
+
+
+class ConversationTransform(SkippingTransform):
     """Record -> example for a VLM (or a decoder, when `preprocess` is None). A record that
-    cannot be encoded (say, its first reply beyond max_length) is skipped, logged and counted;
-    MAX_CONSECUTIVE_SKIPS in a row mean the config does not fit the data, and raise."""
+    cannot be encoded (say, its first reply beyond max_length) is skipped."""
 
-    MAX_CONSECUTIVE_SKIPS = 50
-
-    def __init__(self, encoder: ConversationEncoder, max_length: int, pad_id: int, preprocess=None):
+    def __init__(
+        self,
+        encoder: ConversationEncoder,
+        max_length: int,
+        pad_id: int,
+        preprocess=None,
+        guard: SkipGuard | None = None,
+    ):
+        super().__init__(guard)
         self.encoder, self.max_length, self.pad_id, self.preprocess = (
             encoder,
             max_length,
             pad_id,
             preprocess,
         )
-        self.skipped = 0
-        self._consecutive = 0
 
     def __call__(self, record):
-        if record is None:  # the source already skipped and counted it
-            return None
+        if record is None:
+            return self._skip(None, SOURCE_SKIPPED, "a bad row")
         try:
             if "text" in record:
                 tokens, loss_mask = self._plain_text(record["text"])
@@ -99,16 +127,8 @@ class ConversationTransform:
                 )
                 tokens, loss_mask = sample.tokens, sample.loss_mask
         except SampleError as error:
-            self.skipped += 1
-            self._consecutive += 1
-            logging.warning("skipping sample %s: %s", record.get("id", "?"), error)
-            if self._consecutive >= self.MAX_CONSECUTIVE_SKIPS:
-                raise ValueError(
-                    f"{self._consecutive} samples in a row could not be encoded (last: {error}); "
-                    f"check config.data (max_length={self.max_length}, template) against the data"
-                ) from error
-            return None
-        self._consecutive = 0
+            return self._skip(record, UNENCODABLE, str(error))
+        self.guard.kept()
         example = {
             "tokens": pad_to(tokens, self.max_length, self.pad_id),
             "loss_mask": pad_to(loss_mask, self.max_length, False),
@@ -134,18 +154,20 @@ class ConversationTransform:
         return arrays if isinstance(self.preprocess, tuple) else arrays[0]
 
 
-class CaptionTransform:
+class CaptionTransform(SkippingTransform):
     """Record {"image", "caption"} -> images f32[S, S, 3], text_tokens i32[L], text_mask
     bool[L] (caption tokens then EOS, truncated to L), for contrastive training."""
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int, preprocess):
+    def __init__(self, tokenizer: Tokenizer, max_length: int, preprocess, guard=None):
+        super().__init__(guard)
         self.tokenizer, self.max_length, self.preprocess = tokenizer, max_length, preprocess
-        self.skipped = 0
 
     def __call__(self, record):
-        if record is None or record.get("image") is None or not record.get("caption"):
-            self.skipped += record is not None
-            return None
+        if record is None:
+            return self._skip(None, SOURCE_SKIPPED, "a bad row")
+        if record.get("image") is None or not record.get("caption"):
+            return self._skip(record, "no image or caption", "contrastive pairs need both")
+        self.guard.kept()
         ids = self.tokenizer.encode(record["caption"])[: self.max_length - 1] + [
             self.tokenizer.eos_id
         ]
@@ -182,14 +204,28 @@ def make_transform(config, model_cfg, tokenizer: Tokenizer):
     return CaptionTransform(tokenizer, max_length, preprocess)
 
 
+def data_report(transform, specs, sources) -> dict:
+    """Skipped rows of the transform (by reason) and each source's report."""
+    report = {"skipped_samples": transform.skips.counts}
+    for spec, source in zip(specs, sources):
+        if hasattr(source, "report"):
+            report[spec.get("name")] = source.report()
+    return report
+
+
 def train_dataset(config, model_cfg, tokenizer: Tokenizer, shard: pipeline.HostShard):
     """The batched training stream of this process, the transform (for skip counts) and the
-    sources (for their reports)."""
+    sources (for their reports). A source without records raises before anything compiles."""
     transform = make_transform(config, model_cfg, tokenizer)
     specs = [dict(s) for s in config.data.sources]
+    if not specs:
+        raise BadInputError("config.data.sources is empty; name at least one training source")
     sources = [make_source(s) for s in specs]
     for spec, source in zip(specs, sources):
+        if not len(source):
+            raise BadInputError(f"training source {spec} has no records; fix it or remove it")
         logging.info("training source %s: %d records", spec.get("name"), len(source))
+    transform.guard.describe = lambda: str(data_report(transform, specs, sources))
     weights = [float(s.get("weight", 1.0)) for s in specs] if len(specs) > 1 else None
     ds = pipeline.training_dataset(
         sources,

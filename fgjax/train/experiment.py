@@ -17,7 +17,7 @@ from fgjax import models
 from fgjax.models.config import FusedVitConfig, VLMConfig
 from fgjax.models.contrastive import ContrastiveConfig
 from fgjax.models.partitioning import DEFAULT_RULES, activation_sharding
-from fgjax.train import optim, sharding, tasks
+from fgjax.train import checks, optim, sharding, tasks
 from fgjax.train.step import TrainState, make_train_step
 
 
@@ -113,13 +113,12 @@ def validate_batch(config, mesh: Mesh) -> None:
         raise ValueError(
             f"batch_size={batch} must be divisible by the {jax.process_count()} processes"
         )
-    if int(config.num_steps) < 1:
-        raise ValueError(f"num_steps={config.num_steps}; train for at least one step")
 
 
 def build(config, devices=None) -> Experiment:
     """Validates `config` and derives the experiment; raises before compiling on bad input."""
     task = tasks.get(config.get("task", "vlm"))
+    checks.training_values(config, [name for name, _ in task.groups])
     if devices is None and config.get("num_devices"):
         devices = jax.devices()[: int(config.num_devices)]
     mesh = sharding.make_mesh(config.get("mesh", {"data": -1}), devices)

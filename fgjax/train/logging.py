@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import jax
@@ -16,7 +17,12 @@ class Logger:
     ReportProgress gives steps/s and an ETA; an optional profiler window captures a trace."""
 
     def __init__(
-        self, workdir: str, total_steps: int, *, profile_steps: tuple[int, int] | None = None
+        self,
+        workdir: str,
+        total_steps: int,
+        *,
+        start_step: int = 0,
+        profile_steps: tuple[int, int] | None = None,
     ):
         self.writer = metric_writers.create_default_writer(
             workdir, just_logging=jax.process_index() > 0, asynchronous=True
@@ -32,6 +38,8 @@ class Logger:
             )
         self.total_steps = total_steps
         self.jsonl = Path(workdir) / "metrics.jsonl" if jax.process_index() == 0 else None
+        if self.jsonl is not None and self.jsonl.exists():
+            _drop_steps_after(self.jsonl, start_step)
 
     def step(self, step: int) -> None:
         """Call once per finished step: progress report and profiler window."""
@@ -55,6 +63,28 @@ class Logger:
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
+
+    def __enter__(self) -> Logger:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _drop_steps_after(path: Path, step: int) -> None:
+    """Removes the records of steps after `step` (a resumed run logs them again), replacing
+    the file atomically; a torn last line of a killed run goes too."""
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line)
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(partial, path)
 
 
 class _QuietLibraries(logging.Filter):

@@ -52,9 +52,10 @@ def make_train_step(
     """Returns step(state, frozen, batch) -> (state, metrics).
 
     The loss is the sum of per-token losses over the whole global batch divided by its total
-    token count, also with accumulation (not a mean of micro-batch means). A step whose loss
-    or gradient norm is not finite leaves parameters and optimizer state unchanged and
-    reports finite=False; the trainer stops on it. `nan_at_step` plants a NaN loss at that
+    token count, also with accumulation (not a mean of micro-batch means). A step whose loss,
+    gradient norm or updated parameters are not finite (a NaN learning rate gives finite
+    gradients and NaN parameters) leaves parameters and optimizer state unchanged and reports
+    finite=False; the trainer stops on it. `nan_at_step` plants a NaN loss at that
     step (a debugging and testing aid; -1 disables it).
     """
 
@@ -89,13 +90,21 @@ def make_train_step(
         grads = jax.tree.map(lambda g: g / denom, grads)
         loss = total / denom
         grad_norm = optax.global_norm(grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        params_finite = jnp.stack([jnp.isfinite(p).all() for p in jax.tree.leaves(params)]).all()
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & params_finite
         params = _where(finite, params, state.params)
         opt_state = _where(finite, opt_state, state.opt_state)
         new_state = TrainState(state.step + 1, params, opt_state, state.rng)
-        metrics = {"loss": loss, "grad_norm": grad_norm, "tokens": count, "finite": finite, **extra}
+        metrics = {
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "tokens": count,
+            "finite": finite,
+            "params_finite": params_finite,
+            **extra,
+        }
         return new_state, metrics
 
     return step

@@ -2,7 +2,9 @@
 
     python -m fgjax.main --config=configs/<file>.py[:args] --workdir=DIR
 
-Rerunning the same command resumes from the newest readable checkpoint in DIR.
+Rerunning the same command resumes from the newest readable checkpoint in DIR. A failing run
+(an exception, a non-finite step, a full disk) finishes or abandons its checkpoint save in
+flight before it raises, so the checkpoints left are complete and hold finite values.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from fgjax.train.step import TrainState
 
 
 class NonFiniteError(RuntimeError):
-    """The loss or gradient became NaN/inf; the last checkpoint is intact."""
+    """The loss, gradient or updated parameters became NaN/inf; the last checkpoint is intact."""
 
 
 def train(config, workdir: str) -> dict:
@@ -51,11 +53,6 @@ def train(config, workdir: str) -> dict:
             f"tokenizer's {tokenizer.vocab_size} ids; raise it"
         )
     exp = experiment.build(config)
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-        (workdir / "model_config.json").write_text(
-            json.dumps(model_config.to_dict(exp.model_cfg), indent=2)
-        )
     logging.info(
         "mesh %s over %d devices, %d processes",
         dict(exp.mesh.shape),
@@ -74,24 +71,32 @@ def train(config, workdir: str) -> dict:
     # ---------------------------------------------------------------- resume, or initialize
     ckpt = checkpoint.Checkpointer(
         workdir / "checkpoints",
-        every_steps=int(config.checkpoint.every_steps),
-        keep=int(config.checkpoint.get("keep", 2)),
+        every_steps=config.checkpoint.every_steps,
+        keep=config.checkpoint.get("keep", 2),
         asynchronous=bool(config.checkpoint.get("asynchronous", True)),
     )
     restored = ckpt.restore_latest(
         {"state": exp.abstract_state(), "frozen": exp.abstract_frozen()}, data_iter
     )
     if restored is None:
+        data_iter = iter(train_ds)  # a failed restore may have moved the first one
         state, frozen = fresh_state(exp)
         logging.info("starting from scratch")
     else:
         step, tree = restored
         state, frozen = TrainState(*tree["state"]), tree["frozen"]
         logging.info("resumed from the checkpoint at step %d", step)
+    if jax.process_index() == 0:  # after the restore: a run of another config stops above
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        (workdir / "model_config.json").write_text(
+            json.dumps(model_config.to_dict(exp.model_cfg), indent=2)
+        )
 
     # ---------------------------------------------------------------- the loop
     total = exp.total_steps
-    logger = Logger(str(workdir), total, profile_steps=config.get("profile_steps"))
+    logger = Logger(
+        str(workdir), total, start_step=int(state.step), profile_steps=config.get("profile_steps")
+    )
     step_flops = exp.task.step_flops(
         exp.model_cfg, int(config.batch_size), int(config.data.max_length), exp.flags
     )
@@ -100,7 +105,8 @@ def train(config, workdir: str) -> dict:
     export_steps = {int(s) for s in config.get("export_steps", ())}
     pending, metrics = [], {}
     since, since_step = time.perf_counter(), int(state.step)
-    with activation_sharding(exp.mesh, exp.rules):
+    # leaving the loop by an error finishes or abandons the save in flight before it propagates
+    with ckpt, logger, activation_sharding(exp.mesh, exp.rules):
         for step in range(int(state.step), total):
             batch = pipeline.to_global(next(data_iter), exp.batch_sharding)
             state, step_metrics = exp.step(state, frozen, batch)
@@ -128,18 +134,12 @@ def train(config, workdir: str) -> dict:
                     exp.model_cfg,
                     optim.merge(state.params, frozen),
                 )
-            if save_now:  # metrics were checked to be finite just above
+            if save_now:  # the steps up to here were checked to be finite just above
                 ckpt.save(step + 1, {"state": state, "frozen": frozen}, data_iter, force=True)
-    ckpt.close()
 
     # ---------------------------------------------------------------- parameters export, data report
     native.save(init.export_dir(workdir), exp.model_cfg, optim.merge(state.params, frozen))
-    report = {"skipped_samples": transform.skipped}
-    for spec, source in zip(config.data.sources, sources):
-        if hasattr(source, "report"):
-            report[spec.get("name")] = source.report()
-    logging.info("data report: %s", report)
-    logger.close()
+    logging.info("data report: %s", train_data.data_report(transform, config.data.sources, sources))
     return {**metrics, "step": int(state.step)}
 
 
@@ -189,9 +189,11 @@ def _flush(pending, logger, schedules, since, since_step, step_flops, peak, num_
     for step, m in host:
         if not bool(m["finite"]):
             raise NonFiniteError(
-                f"non-finite loss or gradient at step {step} (loss={float(m['loss'])}, "
-                f"grad_norm={float(m['grad_norm'])}): that update was skipped and training stopped. "
-                "The last checkpoint is intact; lower the learning rate, check the data or use float32, then rerun."
+                f"non-finite values at step {step} (loss={float(m['loss'])}, "
+                f"grad_norm={float(m['grad_norm'])}, updated parameters "
+                f"{'finite' if bool(m['params_finite']) else 'NOT finite'}): that update was "
+                "skipped and training stopped. The last checkpoint is intact; lower the learning "
+                "rate, check the data or use float32, then rerun."
             )
     step, m = host[-1]
     seconds = (time.perf_counter() - since) / max(step - since_step, 1)
