@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from fgjax import integrity, models
+from fgjax import integrity, models, storage
 from fgjax.models import config as model_config
 
 FORMAT = "fgjax-params-v1"
@@ -40,6 +40,7 @@ def save(path: str | Path, cfg, params: dict) -> None:
     """Writes `params` (a pure nested dict of arrays, as `nnx.to_pure_dict(nnx.state(model))`),
     committing the export with fgjax_model.json last."""
     path = Path(path).absolute()
+    storage.check_room(path, params, "the parameters export")
     if jax.process_index() == 0:
         path.mkdir(parents=True, exist_ok=True)
         (path / META).unlink(missing_ok=True)  # uncommitted until rewritten in full

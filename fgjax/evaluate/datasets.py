@@ -11,7 +11,9 @@ A spec is a registered dataset name or a dict with `name` and optionally `source
 `max_examples` and `subset_seed` (a seeded random subset, sorted, e.g. the 1,000 images per
 dataset of Zhang et al.), and for JSONL `path` / `train_path`, `image_root`, `class_names`.
 JSONL lines: {"image": path (relative to image_root, default the file's folder),
-"label": class name or index, "id": optional}.
+"label": class name or integer index, "id": optional, unique}. The whole file is checked when
+it is read -- JSON, labels, unique ids, image files present -- so that a bad row fails before
+a model is loaded, with its line number.
 """
 
 from __future__ import annotations
@@ -190,28 +192,77 @@ def _jsonl(spec: dict, want_train: bool) -> ClassificationSet:
     if key not in spec:
         raise ValueError(f"JSONL dataset {spec['name']!r} needs {key!r}")
     path = Path(spec[key])
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_jsonl_rows(path, required=("image", "label"))
     class_names = spec.get("class_names")
     if class_names is None:
-        names = {r["label"] for r in rows if isinstance(r["label"], str)}
-        if len(names) != len({r["label"] for r in rows}):
+        names = {r["label"] for _, r in rows if isinstance(r["label"], str)}
+        if len(names) != len({r["label"] for _, r in rows}):
             raise ValueError(f"{path}: integer labels need `class_names` in the dataset spec")
         class_names = sorted(names)
     class_names = tuple(class_names)
     index = {n: i for i, n in enumerate(class_names)}
     root = Path(spec.get("image_root") or path.parent)
     labels, images, ids = [], [], []
-    for line_no, row in enumerate(rows):
+    for number, (where, row) in enumerate(rows):
         label = row["label"]
         if isinstance(label, str):
             if label not in index:
-                raise ValueError(f"{path}:{line_no + 1}: label {label!r} is not a class name")
+                raise ValueError(f"{where}: label {label!r} is not a class name")
             label = index[label]
-        labels.append(int(label))
+        elif isinstance(label, bool) or not isinstance(label, int):
+            raise ValueError(
+                f"{where}: label {label!r} must be a class name or an integer index"
+            )
+        elif not 0 <= label < len(class_names):
+            raise ValueError(
+                f"{where}: label {label} is outside the {len(class_names)} classes (0 to "
+                f"{len(class_names) - 1})"
+            )
+        labels.append(label)
         images.append(LazyImage(root / row["image"]))
-        ids.append(str(row.get("id", f"{spec['name']}/{line_no}")))
+        ids.append(str(row.get("id", f"{spec['name']}/{number}")))
+    check_rows(rows, ids, images)
     split = "train" if want_train else spec.get("split", "test")
     return ClassificationSet(spec["name"], split, class_names, ArraySource(images, labels, ids))
+
+
+def read_jsonl_rows(path: Path, required: Sequence[str]) -> list[tuple[str, dict]]:
+    """[("FILE:LINE", row)] of a JSONL file, each row an object with the `required` keys."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no file {path}")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}: not valid JSON ({error}); one object per line") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise ValueError(f"{where}: missing {missing}")
+        rows.append((where, row))
+    if not rows:
+        raise ValueError(f"{path} has no rows")
+    return rows
+
+
+def check_rows(rows: Sequence[tuple[str, dict]], ids: Sequence[str], images: Sequence) -> None:
+    """Raises if two rows share an id or an image file is missing (naming the lines)."""
+    first: dict[str, str] = {}
+    for (where, _), row_id in zip(rows, ids):
+        if row_id in first:
+            raise ValueError(f"{where}: id {row_id!r} is also the id of {first[row_id]}")
+        first[row_id] = where
+    missing = [(where, im.path) for (where, _), im in zip(rows, images) if not im.path.is_file()]
+    if missing:
+        listed = "; ".join(f"{where}: {file}" for where, file in missing[:5])
+        raise FileNotFoundError(
+            f"{len(missing)} image files do not exist ({listed}); check image_root"
+        )
 
 
 class LazyImage:
@@ -229,3 +280,8 @@ class LazyImage:
 def read_image(image: Any):
     """Resolves lazily read images to something fgjax.data.images.preprocess accepts."""
     return image.read() if isinstance(image, LazyImage) else image
+
+
+def describe_image(image: Any) -> str:
+    """Where an image comes from, for error messages."""
+    return f"file {image.path}" if isinstance(image, LazyImage) else "an in-memory image"

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from fgjax.data import images as image_ops
 from fgjax.data import pipeline
 from fgjax.data.conversation import ConversationEncoder
-from fgjax.evaluate.datasets import read_image
+from fgjax.evaluate.datasets import describe_image, read_image
 from fgjax.evaluate.prompts import Prompter, pad_prompts
 from fgjax.models.partitioning import DEFAULT_RULES, activation_sharding
 from fgjax.train import sharding
@@ -125,7 +125,13 @@ class DatasetRunner:
             record = dataset[index]
             example = {"index": np.int32(index), "label": np.int32(record["label"])}
             if with_images:
-                arrays = image_ops.preprocess(read_image(record["image"]), self.preprocess)
+                try:
+                    arrays = image_ops.preprocess(read_image(record["image"]), self.preprocess)
+                except Exception as error:
+                    raise ValueError(
+                        f"evaluation example {record.get('id')!r}: cannot read its image "
+                        f"({describe_image(record['image'])}): {type(error).__name__}: {error}"
+                    ) from error
                 if self.num_towers:
                     example.update({f"image{i}": a for i, a in enumerate(arrays)})
                 else:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import numpy as np
 
 from fgjax.evaluate import prompts
 from fgjax.evaluate.choices import letter_scores
-from fgjax.evaluate.datasets import LazyImage
+from fgjax.evaluate.datasets import LazyImage, check_rows, read_jsonl_rows
 from fgjax.evaluate.generation import generate_texts
 from fgjax.evaluate.likelihood import continuation_scores
 from fgjax.evaluate.loop import Evaluator
@@ -49,14 +48,9 @@ def read_jsonl(spec: dict) -> list[dict]:
     path = Path(spec["path"])
     root = Path(spec.get("image_root") or path.parent)
     questions = []
-    for line_no, line in enumerate(path.read_text().splitlines()):
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        where = f"{path}:{line_no + 1}"
-        missing = [k for k in ("image", "question") if k not in row]
-        if missing:
-            raise ValueError(f"{where}: missing {missing}")
+    rows = read_jsonl_rows(path, required=("image", "question"))
+    for where, row in rows:
+        line_no = int(where.rsplit(":", 1)[1]) - 1
         question = {
             "id": str(row.get("id", f"{path.stem}/{line_no}")),
             "image": LazyImage(root / row["image"]),
@@ -65,7 +59,7 @@ def read_jsonl(spec: dict) -> list[dict]:
         }
         if "options" in row:
             options, answer = list(row["options"]), row.get("answer")
-            index = answer if isinstance(answer, int) else (
+            index = answer if type(answer) is int else (
                 options.index(answer) if answer in options else None
             )  # fmt: skip
             if len(options) < 2 or index is None or not 0 <= index < len(options):
@@ -79,6 +73,7 @@ def read_jsonl(spec: dict) -> list[dict]:
         else:
             raise ValueError(f"{where}: give 'answers' (short answer) or 'options' + 'answer'")
         questions.append(question)
+    check_rows(rows, [q["id"] for q in questions], [q["image"] for q in questions])
     return questions
 
 

@@ -18,6 +18,7 @@ an `IncompatibleCheckpointError`, and nothing is moved.
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import logging
 import zlib
@@ -30,7 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from fgjax import integrity
+from fgjax import integrity, storage
 
 STATE, DATA, CHECKSUMS = "state", "data", "checksums"
 
@@ -68,7 +69,14 @@ class Checkpointer:
             cleanup_tmp_directories=True,
             create=True,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        handlers = {  # declared up front, so that metadata is readable before any restore
+            STATE: ocp.StandardCheckpointHandler(),
+            DATA: grain.checkpoint.CheckpointHandler(),
+            CHECKSUMS: ocp.JsonCheckpointHandler(),
+        }
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=handlers
+        )
         self._closed = False
 
     @property
@@ -83,6 +91,8 @@ class Checkpointer:
         """Saves if `step` is due (or `force`); returns whether a save started."""
         if not force and not self.manager.should_save(step):
             return False
+        self._wait()  # the save before must be on disk (or fail) before we measure the room
+        self._check_room(step, state)
         checksums = {"arrays": integrity.fingerprint(state)}
         items = {STATE: ocp.args.StandardSave(state)}
         if data_iterator is not None:
@@ -138,7 +148,7 @@ class Checkpointer:
         return found
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        self._wait()
 
     def close(self) -> None:
         """Waits for the save in flight (raising its error, if it failed) and closes; once."""
@@ -146,7 +156,7 @@ class Checkpointer:
             return
         self._closed = True
         try:
-            self.manager.wait_until_finished()
+            self._wait()
         finally:
             self.manager.close()
 
@@ -170,6 +180,39 @@ class Checkpointer:
                           "(%s: %s)", type(e).__name__, str(e)[:300])  # fmt: skip
 
     # ------------------------------------------------------------------------- internals
+
+    def _wait(self) -> None:
+        """Waits for the save in flight; a full disk raises `storage.DiskFullError`."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as error:
+            if not _disk_full(error):
+                raise
+            raise storage.DiskFullError(
+                f"no space left on device while writing a checkpoint in {self.directory} "
+                f"({str(error).splitlines()[0][:300]}). {self._resume_advice()}"
+            ) from None
+
+    def _check_room(self, step: int, state: Any) -> None:
+        error = None
+        try:
+            storage.check_room(self.directory, state, f"the checkpoint of step {step}",
+                               self._resume_advice())  # fmt: skip
+        except storage.DiskFullError as e:
+            error = e
+        if not _everywhere(error is None):
+            raise error or storage.DiskFullError(
+                f"another process has no room for the checkpoint of step {step}. "
+                + self._resume_advice()
+            )
+
+    def _resume_advice(self) -> str:
+        steps = self.steps()
+        last = f"step {steps[-1]} is the newest complete checkpoint" if steps else "none is saved yet"
+        return (
+            f"Free space (or lower config.checkpoint.keep), then rerun the same command to "
+            f"resume ({last})."
+        )
 
     def _check_compatible(self, step: int, abstract_state: Any) -> None:
         try:
@@ -214,6 +257,16 @@ class Checkpointer:
                             step, target)  # fmt: skip
         multihost_utils.sync_global_devices(f"fgjax: checkpoint {step} moved aside")
         self.manager.reload()
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    """Whether `error` or one of its causes is a full disk (Orbax reports TensorStore's
+    ENOSPC as a ValueError naming the OS error)."""
+    while error is not None:
+        if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _shapes(tree: Any) -> collections.Counter:

@@ -71,13 +71,31 @@ def pad_to(values: np.ndarray, length: int, fill) -> np.ndarray:
     return out
 
 
-UNENCODABLE, SOURCE_SKIPPED = "cannot be encoded", "skipped by its source (see its report)"
+UNENCODABLE, SOURCE_SKIPPED = "cannot be encoded", "skipped by its source"
+SKIPPED_BY_SOURCE = {"skipped_by_source": True}  # what a source's None becomes (MarkSkips)
+
+
+class MarkSkips:
+    """A source whose skipped rows (None: it counted and logged them) reach the transform as
+    SKIPPED_BY_SOURCE, so that the transform's guard sees them too: grain drops None elements
+    before any map, and a stream of nothing but them would wait forever for a batch."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index):
+        record = self.source[index]
+        return SKIPPED_BY_SOURCE if record is None else record
 
 
 class SkippingTransform:
     """Base of the record -> example transforms: a record that cannot be used is counted
     (once per row, in `skips`), logged and dropped, and a run of them stops the stream
-    (`guard`). Records the source already skipped arrive as None and count for the guard."""
+    (`guard`). Records the source already skipped (None or SKIPPED_BY_SOURCE) count for the
+    guard only."""
 
     def __init__(self, guard: SkipGuard | None = None):
         self.skips = SkipCounter("training data")
@@ -116,8 +134,8 @@ class ConversationTransform(SkippingTransform):
         )
 
     def __call__(self, record):
-        if record is None:
-            return self._skip(None, SOURCE_SKIPPED, "a bad row")
+        if record is None or record is SKIPPED_BY_SOURCE:
+            return self._skip(None, SOURCE_SKIPPED, "see the data report")
         try:
             if "text" in record:
                 tokens, loss_mask = self._plain_text(record["text"])
@@ -163,8 +181,8 @@ class CaptionTransform(SkippingTransform):
         self.tokenizer, self.max_length, self.preprocess = tokenizer, max_length, preprocess
 
     def __call__(self, record):
-        if record is None:
-            return self._skip(None, SOURCE_SKIPPED, "a bad row")
+        if record is None or record is SKIPPED_BY_SOURCE:
+            return self._skip(None, SOURCE_SKIPPED, "see the data report")
         if record.get("image") is None or not record.get("caption"):
             return self._skip(record, "no image or caption", "contrastive pairs need both")
         self.guard.kept()
@@ -228,7 +246,7 @@ def train_dataset(config, model_cfg, tokenizer: Tokenizer, shard: pipeline.HostS
     transform.guard.describe = lambda: str(data_report(transform, specs, sources))
     weights = [float(s.get("weight", 1.0)) for s in specs] if len(specs) > 1 else None
     ds = pipeline.training_dataset(
-        sources,
+        [MarkSkips(s) for s in sources],
         transform,
         global_batch_size=int(config.batch_size),
         seed=int(config.seed),

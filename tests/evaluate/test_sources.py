@@ -61,3 +61,47 @@ def test_seeded_subsets_keep_dataset_order():
     indices = [int(i.split("-")[1]) for i in first.ids()]
     assert indices == sorted(indices) and first.ids() != datasets.subset(full, 10, seed=2).ids()
     assert datasets.subset(full, None) is full
+
+
+def write_rows(path, rows):
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    return {"name": "mine", "source": "jsonl", "path": str(path), "class_names": ["a", "b"]}
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([{"image": "a.png", "label": 2}], r"c.jsonl:1: label 2 is outside the 2 classes"),
+        ([{"image": "a.png", "label": -1}], r"c.jsonl:1: label -1 is outside the 2 classes"),
+        ([{"image": "a.png", "label": 1.7}], r"c.jsonl:1: label 1.7 must be a class name or an int"),
+        ([{"image": "a.png", "label": True}], r"c.jsonl:1: label True must be a class name or an"),
+        (
+            [{"image": "a.png", "label": 0, "id": "x"}, {"image": "a.png", "label": 1, "id": "x"}],
+            r"c.jsonl:2: id 'x' is also the id of .*c.jsonl:1",
+        ),
+        ([{"image": "a.png", "label": 0}, {"image": "gone.png", "label": 1}], r"c.jsonl:2: .*gone"),
+        ([{"image": "a.png"}], r"c.jsonl:1: missing \['label'\]"),
+    ],
+    ids=["label_too_large", "label_negative", "fractional_label", "bool_label", "duplicate_id",
+         "missing_image", "missing_label"],  # fmt: skip
+)
+def test_bad_jsonl_rows_fail_when_the_file_is_read(tmp_path, rows, message):
+    """Defect 12: these used to fail after the whole protocol ran (IndexError), or pass
+    silently (1.7 became 1, duplicate ids were accepted)."""
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        datasets.from_spec(write_rows(tmp_path / "c.jsonl", rows))
+
+
+def test_a_corrupt_evaluation_image_names_its_file_and_id(tmp_path):
+    """Defect 12: the error used to name neither."""
+    from fgjax.data.images import PreprocessConfig
+    from fgjax.evaluate.loop import DatasetRunner
+
+    (tmp_path / "a.png").write_bytes(b"not a png")
+    dataset = datasets.from_spec(
+        write_rows(tmp_path / "c.jsonl", [{"image": "a.png", "label": 0, "id": "r7"}])
+    )
+    runner = DatasetRunner(PreprocessConfig(size=8), batch_size=1, progress=False)
+    with pytest.raises(ValueError, match=r"example 'r7': cannot read its image \(file .*a.png\)"):
+        runner.run(dataset, lambda batch: {})

@@ -95,7 +95,10 @@ def test_llama3_rope_v4_schema_and_negative_control(saved, tmp_path):
     assert cfg.tie_embeddings
     ht.check(f"{name} logits, v4 config schema", logits(model), reference)
     plain, _ = fgjax.hf.load(v4, rope=RopeConfig(theta=500000.0))
-    assert ht.rel_err(logits(plain), reference) > 100 * ht.TOL
+    # Only the low frequencies differ, and their angles stay small over 24 positions: about
+    # 1e-2 (systematic, not float noise). 10x TOL is 10x below that and 10x above what the
+    # parity check allows (float32 parity errors are ~3e-7).
+    assert ht.rel_err(logits(plain), reference) > 10 * ht.TOL
 
 
 def test_sharded_checkpoint(saved, tmp_path):

@@ -137,7 +137,14 @@ def test_bfloat16_compute_stays_close_to_float32():
     toks = tokens(2, 8, cfg.vocab_size, seed=6)
     a, b = run(f32, toks).logits, run(bf16, toks).logits
     assert b.dtype == jnp.float32  # logits are accumulated in float32
-    assert float(jnp.abs(a - b).max()) < 0.05 * float(jnp.abs(a).max())
+    # bfloat16 keeps 8 significant bits (u = 2^-8 = 3.9e-3). Rounding ~30 activations along the
+    # residual path of these 2 layers (norms, projections, probabilities, MLP, residual adds)
+    # adds up in quadrature to ~sqrt(30) u = 2e-2 relative RMS error (measured 0.9-1.3e-2 over
+    # seeds). The RMS is steadier than the max over 6k logits, which depends on the tail.
+    # 0.15 is > 10x the measured error; a broken bf16 path gives errors of order 1 (weights
+    # not copied or layers swapped: 1.4; an MLP dropped: 0.85).
+    rel_rms = float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a))
+    assert rel_rms < 0.15, rel_rms
 
 
 @pytest.mark.parametrize("policy", ["full", "dots"])

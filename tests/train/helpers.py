@@ -4,13 +4,20 @@ images written to a temporary directory, a tokenizer trained on the fly, and a c
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
+import jax
 import ml_collections
 import numpy as np
 from PIL import Image
 
+from fgjax import native
 from fgjax.data.tokenizer_train import tiny_tokenizer
+from fgjax.train import init, optim
+
+ROOT = Path(__file__).parents[2]
 
 WORDS = "red green blue small large round square striped dotted bird flower leaf shell".split()
 
@@ -82,3 +89,32 @@ def tiny_config(
     c.checkpoint = dict(every_steps=2, keep=3, asynchronous=False)
     c.log_every = 1
     return c
+
+
+def config_file(tmp_path: Path, config) -> str:
+    path = tmp_path / "config.json"
+    path.write_text(config.to_json())
+    return f"{ROOT / 'configs' / 'json_file.py'}:{path}"
+
+
+def main_command(config_arg: str, workdir: Path) -> list[str]:
+    return [sys.executable, "-m", "fgjax.main", f"--config={config_arg}", f"--workdir={workdir}"]
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def losses(workdir: Path) -> dict[int, float]:
+    """Loss per step from metrics.jsonl; a step logged twice (a resumed run that did not drop
+    the steps after its checkpoint) fails."""
+    out = {}
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        assert record["step"] not in out, f"step {record['step']} logged twice"
+        out[record["step"]] = record["loss"]
+    return out
+
+
+def exported(workdir: Path) -> dict:
+    return optim.flatten(jax.device_get(native.load_params(workdir / init.PARAMS_EXPORT)))

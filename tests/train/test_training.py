@@ -4,8 +4,6 @@ accumulation, config errors before compiling."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +14,6 @@ import jax
 import numpy as np
 import pytest
 
-from fgjax import native
 from fgjax.data import pipeline
 from fgjax.launch import local
 from fgjax.models.partitioning import activation_sharding
@@ -24,40 +21,12 @@ from fgjax.train import checkpoint, experiment, init, optim, trainer
 from fgjax.train import data as train_data
 from tests.train import helpers
 
-ROOT = Path(__file__).parents[2]
 WORKER = str(Path(__file__).with_name("steps_worker.py"))
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return helpers.write_dataset(tmp_path_factory.mktemp("data"))
-
-
-def config_file(tmp_path: Path, config) -> str:
-    path = tmp_path / "config.json"
-    path.write_text(config.to_json())
-    return f"{ROOT / 'configs' / 'json_file.py'}:{path}"
-
-
-def main_command(config_arg: str, workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "fgjax.main", f"--config={config_arg}", f"--workdir={workdir}"]
-
-
-def env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def losses(workdir: Path) -> dict[int, float]:
-    """Loss per step from metrics.jsonl (a resumed run re-logs steps; the last entry wins)."""
-    out = {}
-    for line in (workdir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        out[record["step"]] = record["loss"]
-    return out
-
-
-def exported(workdir: Path) -> dict:
-    return optim.flatten(jax.device_get(native.load_params(workdir / init.PARAMS_EXPORT)))
 
 
 def build(data, **kwargs):
@@ -97,7 +66,7 @@ def mesh_errors(data, tmp_path, *plant: str) -> list[tuple[str, float, float, st
     out = tmp_path / "out.npz"
     subprocess.run(
         [sys.executable, WORKER, str(Path(data["json"]).parent), str(out), "full", *plant, *MESHES],
-        env={**env(), "FGJAX_LOCAL_DEVICE_COUNT": "8"},
+        env={**helpers.env(), "FGJAX_LOCAL_DEVICE_COUNT": "8"},
         check=True,
         timeout=600,
     )
@@ -148,16 +117,16 @@ def reference_run(data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reference")
     config = helpers.tiny_config(data, stage="align_llm", steps=6)
     config.checkpoint.asynchronous = True
-    arg = config_file(tmp, config)
-    subprocess.run(main_command(arg, tmp / "work"), env=env(), check=True, timeout=600)
+    arg = helpers.config_file(tmp, config)
+    subprocess.run(helpers.main_command(arg, tmp / "work"), env=helpers.env(), check=True, timeout=600)
     return {"config": arg, "workdir": tmp / "work"}
 
 
 def test_two_processes_give_the_single_process_loss_curve(reference_run, tmp_path):
     workdir = tmp_path / "work"
-    status = local.run(main_command(reference_run["config"], workdir), 2, devices=2, timeout=600)
+    status = local.run(helpers.main_command(reference_run["config"], workdir), 2, devices=2, timeout=600)
     assert status == 0
-    single, multi = losses(reference_run["workdir"]), losses(workdir)
+    single, multi = helpers.losses(reference_run["workdir"]), helpers.losses(workdir)
     assert sorted(single) == sorted(multi) == list(range(1, 7))
     print("1 process:", single, "\n2 processes x 2 devices:", multi)
     np.testing.assert_allclose([multi[s] for s in single], list(single.values()), rtol=1e-5)
@@ -167,21 +136,21 @@ def test_sigkill_and_rerun_is_bit_identical(reference_run, tmp_path):
     """Kill the run with SIGKILL after step 3 is logged, rerun the same command: the final
     parameters equal the uninterrupted run's bit for bit."""
     workdir = tmp_path / "work"
-    command = main_command(reference_run["config"], workdir)
+    command = helpers.main_command(reference_run["config"], workdir)
     proc = subprocess.Popen(
-        command, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command, env=helpers.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
-        if (workdir / "metrics.jsonl").exists() and max(losses(workdir), default=0) >= 3:
+        if (workdir / "metrics.jsonl").exists() and max(helpers.losses(workdir), default=0) >= 3:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (workdir / init.PARAMS_EXPORT).exists()
-    subprocess.run(command, env=env(), check=True, timeout=600)
-    expected, got = exported(reference_run["workdir"]), exported(workdir)
+    subprocess.run(command, env=helpers.env(), check=True, timeout=600)
+    expected, got = helpers.exported(reference_run["workdir"]), helpers.exported(workdir)
     assert expected.keys() == got.keys()
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
