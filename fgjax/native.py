@@ -77,13 +77,17 @@ def read_config(path: str | Path):
 
 
 def load_params(path: str | Path, cfg=None, shardings=None) -> dict:
-    """The parameters as a pure dict, placed as `shardings` (a matching dict) if given."""
+    """The parameters as a pure dict, placed as `shardings` (a matching dict) if given, else
+    on this process's first device -- whatever mesh wrote them (a pod's export loads on a
+    laptop)."""
     cfg = cfg or read_config(path)
     abstract = nnx.to_pure_dict(nnx.state(models.abstract(cfg), nnx.Param))
-    if shardings is not None:
-        abstract = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-        )
+    if shardings is None:
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        shardings = jax.tree.map(lambda _: local, abstract)
+    abstract = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
     with ocp.StandardCheckpointer() as ckptr:
         params = ckptr.restore(Path(path).absolute() / "params", abstract)
     checksums = _read_meta(path).get("checksums")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import ml_collections
 
+from fgjax import native
 from fgjax.train.init import export_dir
 
 LEVELS = {
@@ -53,7 +54,7 @@ class Unit:
 
     def done(self) -> bool:
         if self.kind == "train":
-            return (export_dir(self.workdir) / "fgjax_model.json").is_file()
+            return native.is_native(export_dir(self.workdir))
         return (self.workdir / "summary.json").is_file() and (
             self.workdir / ".study-done"
         ).is_file()

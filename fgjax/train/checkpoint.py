@@ -215,6 +215,16 @@ class Checkpointer:
         )
 
     def _check_compatible(self, step: int, abstract_state: Any) -> None:
+        data = self.directory / str(step) / DATA
+        ours = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        written = sorted(p.name for p in data.glob("process_*-of-*.json")) if data.is_dir() else []
+        if written and ours not in written:
+            raise IncompatibleCheckpointError(
+                f"the checkpoint at step {step} in {self.directory} was written by "
+                f"{written[0].split('-of-')[1].removesuffix('.json')} processes (data positions "
+                f"{written}); this run has {jax.process_count()}. Resume with as many processes "
+                "as wrote it, or use a new workdir."
+            )
         try:
             metadata = self.manager.item_metadata(step)[STATE]
         except Exception:  # noqa: BLE001 - unreadable metadata: the restore will say why

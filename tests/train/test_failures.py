@@ -168,6 +168,17 @@ def test_a_corrupted_export_fails_to_load_and_names_its_directory(finished, tmp_
 # ---------------------------------------------------------------------- failing runs
 
 
+def run_main(config, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`python -m fgjax.main` on `config` in tmp_path/work, in a process of its own."""
+    return subprocess.run(
+        helpers.main_command(helpers.config_file(tmp_path, config), tmp_path / "work"),
+        env=helpers.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_non_finite_parameters_stop_the_run_before_anything_is_saved(data, tmp_path):
     """Defect 4: a learning rate that overflows float32 (1e-2 x 1e300) gives a finite loss
     and gradient but non-finite parameters; the step is rejected, nothing non-finite is
@@ -196,14 +207,7 @@ def test_an_error_during_an_asynchronous_save_lets_the_save_finish(data, tmp_pat
     flight: the process ends with steps 4 and 8 complete and no temporary directory."""
     config = run_config(data, steps=12, every_steps=4)
     config.debug = {"nan_at_step": 8}
-    arg = helpers.config_file(tmp_path, config)
-    result = subprocess.run(
-        helpers.main_command(arg, tmp_path / "work"),
-        env=helpers.env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_main(config, tmp_path)
     assert result.returncode != 0 and "non-finite values at step 9" in result.stderr
     names = sorted(p.name for p in (tmp_path / "work" / "checkpoints").iterdir())
     assert names == ["4", "8"], names
@@ -289,14 +293,7 @@ def test_every_image_corrupt_stops_with_the_reason(data, tmp_path):
     """Defect 3: training used to wait forever for a batch, logging every skip again; now it
     stops, naming the reason, and logs each bad row once."""
     bad = corrupt_images(data, tmp_path / "bad")
-    arg = helpers.config_file(tmp_path, run_config(bad))
-    result = subprocess.run(
-        helpers.main_command(arg, tmp_path / "work"),
-        env=helpers.env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_main(run_config(bad), tmp_path)
     assert result.returncode != 0
     assert "training records in a row were skipped" in result.stderr
     assert "corrupt image" in result.stderr
@@ -388,3 +385,23 @@ def test_bad_values_fail_before_compiling(data, tmp_path, change, message):
     with pytest.raises(ValueError, match=message):  # and the trainer stops there, writing nothing
         trainer.train(config, str(tmp_path / "work"))
     assert not (tmp_path / "work" / "checkpoints").exists()
+
+
+def test_two_processes_agree_on_the_checkpoint_they_resume_from(data, tmp_path):
+    """A damaged newest checkpoint of a 2-process run: both processes move it aside (one
+    does, the other waits), resume from the same step and end bit-identical to the
+    uninterrupted 2-process run. A 1-process rerun is refused: the data positions were
+    written by 2 processes."""
+    from fgjax.launch import local
+
+    command = helpers.main_command(helpers.config_file(tmp_path, run_config(data)), tmp_path / "a")
+    assert local.run(command, 2, devices=2, timeout=600) == 0
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / init.PARAMS_EXPORT)
+    zero_fill(tmp_path / "b" / "checkpoints" / "8")
+    with pytest.raises(checkpoint.IncompatibleCheckpointError, match="written by 2 processes"):
+        trainer.train(run_config(data), str(tmp_path / "b"))
+    command[-1] = f"--workdir={tmp_path / 'b'}"
+    assert local.run(command, 2, devices=2, timeout=600) == 0
+    assert_same_run(tmp_path / "b", tmp_path / "a")
+    assert (tmp_path / "b" / "checkpoints.unreadable" / "8").is_dir()
