@@ -129,17 +129,15 @@ class Checkpointer:
         found = None
         for step in reversed(self.steps()):
             try:
-                found = step, self.restore(step, abstract_state, data_iterator)
-                error = None
+                state, error = self.restore(step, abstract_state, data_iterator), None
             except Exception as e:  # noqa: BLE001 - any failure means this checkpoint is unusable
-                found, error = None, e
-            if not _everywhere(error is None):  # every process resumes from the same step
-                error = error or RuntimeError("unreadable in another process")
-                failed[step] = error
-                logging.warning("checkpoint at step %d in %s is unreadable (%s: %s)", step,
-                                self.directory, type(error).__name__, str(error)[:300])  # fmt: skip
-                continue
-            break
+                state, error = None, e
+            if _everywhere(error is None):  # every process resumes from the same step
+                found = step, state
+                break
+            failed[step] = error = error or RuntimeError("unreadable in another process")
+            logging.warning("checkpoint at step %d in %s is unreadable (%s: %s)", step,
+                            self.directory, type(error).__name__, str(error)[:300])  # fmt: skip
         incompatible = [s for s, e in failed.items() if isinstance(e, IncompatibleCheckpointError)]
         if found is None and incompatible:
             raise failed[max(incompatible)]
