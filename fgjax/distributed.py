@@ -12,6 +12,8 @@ import logging
 import os
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 ENV_COORDINATOR = "FGJAX_COORDINATOR"
 ENV_NUM_PROCESSES = "FGJAX_NUM_PROCESSES"
@@ -46,3 +48,14 @@ def initialize() -> None:
 
 def _on_tpu_vm() -> bool:
     return "TPU_WORKER_HOSTNAMES" in os.environ or "CLOUD_TPU_TASK_ID" in os.environ
+
+
+def gather(value: int) -> list[int]:
+    """A u32 `value` of every process, in process order (a collective: every process calls it)."""
+    gathered = multihost_utils.process_allgather(np.asarray([value], np.uint32))
+    return [int(v) for v in np.asarray(gathered).reshape(-1)]
+
+
+def everywhere(ok: bool) -> bool:
+    """Whether `ok` holds in every process (a collective), so that all take the same branch."""
+    return min(gather(int(ok))) == 1

@@ -16,6 +16,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from fgjax import distributed
+
 
 class DiskFullError(OSError):
     """Not enough free space for a checkpoint or export."""
@@ -47,11 +49,14 @@ def free_bytes(directory: str | Path) -> int:
 
 
 def check_room(directory: str | Path, tree: Any, what: str, advice: str = "") -> None:
-    """Raises DiskFullError if `directory`'s file system cannot hold `tree`'s arrays."""
+    """Raises DiskFullError, in every process, if the file system of `directory` cannot hold
+    this process's share of `tree`'s arrays in some process (a collective)."""
     needed, free = bytes_to_write(tree), free_bytes(directory)
-    if needed > free:
-        raise DiskFullError(
-            f"no space left on device for {what} in {directory}: it needs about "
-            f"{needed / 2**20:.1f} MiB and {free / 2**20:.1f} MiB are free. "
-            + (advice or "Free space or choose another directory, then rerun.")
-        )
+    advice = advice or "Free space or choose another directory, then rerun."
+    if not distributed.everywhere(needed <= free):
+        if needed > free:
+            raise DiskFullError(
+                f"no space left on device for {what} in {directory}: it needs about "
+                f"{needed / 2**20:.1f} MiB and {free / 2**20:.1f} MiB are free. {advice}"
+            )
+        raise DiskFullError(f"another process has no room for {what} in {directory}. {advice}")

@@ -31,7 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from fgjax import integrity, storage
+from fgjax import distributed, integrity, storage
 
 STATE, DATA, CHECKSUMS = "state", "data", "checksums"
 
@@ -96,7 +96,7 @@ class Checkpointer:
         checksums = {"arrays": integrity.fingerprint(state)}
         items = {STATE: ocp.args.StandardSave(state)}
         if data_iterator is not None:
-            checksums["data"] = _gather(_position_hash(data_iterator))
+            checksums["data"] = distributed.gather(_position_hash(data_iterator))
             items[DATA] = grain.checkpoint.CheckpointSave(data_iterator)
         items[CHECKSUMS] = ocp.args.JsonSave(checksums)
         return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
@@ -132,7 +132,7 @@ class Checkpointer:
                 state, error = self.restore(step, abstract_state, data_iterator), None
             except Exception as e:  # noqa: BLE001 - any failure means this checkpoint is unusable
                 state, error = None, e
-            if _everywhere(error is None):  # every process resumes from the same step
+            if distributed.everywhere(error is None):  # every process resumes from the same step
                 found = step, state
                 break
             failed[step] = error = error or RuntimeError("unreadable in another process")
@@ -192,17 +192,8 @@ class Checkpointer:
             ) from None
 
     def _check_room(self, step: int, state: Any) -> None:
-        error = None
-        try:
-            storage.check_room(self.directory, state, f"the checkpoint of step {step}",
-                               self._resume_advice())  # fmt: skip
-        except storage.DiskFullError as e:
-            error = e
-        if not _everywhere(error is None):
-            raise error or storage.DiskFullError(
-                f"another process has no room for the checkpoint of step {step}. "
-                + self._resume_advice()
-            )
+        what = f"the checkpoint of step {step}"
+        storage.check_room(self.directory, state, what, self._resume_advice())
 
     def _resume_advice(self) -> str:
         steps = self.steps()
@@ -287,17 +278,6 @@ def _shapes(tree: Any) -> collections.Counter:
 
 def _position_hash(data_iterator) -> int:
     return zlib.crc32(json.dumps(data_iterator.get_state(), sort_keys=True, default=str).encode())
-
-
-def _gather(value: int) -> list[int]:
-    """`value` of every process, in process order."""
-    gathered = multihost_utils.process_allgather(np.asarray([value], np.uint32))
-    return [int(v) for v in np.asarray(gathered).reshape(-1)]
-
-
-def _everywhere(ok: bool) -> bool:
-    """Whether `ok` holds in every process."""
-    return min(_gather(int(ok))) == 1
 
 
 def abstract_like(tree: Any) -> Any:

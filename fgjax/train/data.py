@@ -97,9 +97,9 @@ class SkippingTransform:
     (`guard`). Records the source already skipped (None or SKIPPED_BY_SOURCE) count for the
     guard only."""
 
-    def __init__(self, guard: SkipGuard | None = None):
+    def __init__(self):
         self.skips = SkipCounter("training data")
-        self.guard = guard or SkipGuard("training records")
+        self.guard = SkipGuard("training records")
 
     @property
     def skipped(self) -> int:
@@ -123,9 +123,8 @@ class ConversationTransform(SkippingTransform):
         max_length: int,
         pad_id: int,
         preprocess=None,
-        guard: SkipGuard | None = None,
     ):
-        super().__init__(guard)
+        super().__init__()
         self.encoder, self.max_length, self.pad_id, self.preprocess = (
             encoder,
             max_length,
@@ -176,8 +175,8 @@ class CaptionTransform(SkippingTransform):
     """Record {"image", "caption"} -> images f32[S, S, 3], text_tokens i32[L], text_mask
     bool[L] (caption tokens then EOS, truncated to L), for contrastive training."""
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int, preprocess, guard=None):
-        super().__init__(guard)
+    def __init__(self, tokenizer: Tokenizer, max_length: int, preprocess):
+        super().__init__()
         self.tokenizer, self.max_length, self.preprocess = tokenizer, max_length, preprocess
 
     def __call__(self, record):
