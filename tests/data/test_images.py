@@ -170,8 +170,9 @@ def test_jpeg_draft_decodes_large_jpegs_at_reduced_scale():
     exact, draft = images.preprocess(data, config), images.preprocess(data, config, jpeg_draft=True)
     assert draft.shape == exact.shape
     # Decoding at half scale filters differently from a full decode and resize: a mean of
-    # about 0.03 normalised units (two grey levels). A wrong crop or scale gives 0.5 or more.
-    assert 0 < np.abs(draft - exact).mean() < 0.3
+    # about 0.03 normalised units (two grey levels; measured 0.031). Letterboxing instead of
+    # cropping, a flip or an 8-pixel shift gives about 0.8 (measured 0.76-0.79).
+    assert 0 < np.abs(draft - exact).mean() < 0.35
 
 
 def test_normalize_table_is_rescale_then_normalize():
