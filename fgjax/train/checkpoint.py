@@ -92,7 +92,8 @@ class Checkpointer:
         if not force and not self.manager.should_save(step):
             return False
         self._wait()  # the save before must be on disk (or fail) before we measure the room
-        self._check_room(step, state)
+        storage.check_room(self.directory, state, f"the checkpoint of step {step}",
+                           self._resume_advice())  # fmt: skip
         checksums = {"arrays": integrity.fingerprint(state)}
         items = {STATE: ocp.args.StandardSave(state)}
         if data_iterator is not None:
@@ -190,10 +191,6 @@ class Checkpointer:
                 f"no space left on device while writing a checkpoint in {self.directory} "
                 f"({str(error).splitlines()[0][:300]}). {self._resume_advice()}"
             ) from None
-
-    def _check_room(self, step: int, state: Any) -> None:
-        what = f"the checkpoint of step {step}"
-        storage.check_room(self.directory, state, what, self._resume_advice())
 
     def _resume_advice(self) -> str:
         steps = self.steps()

@@ -1,12 +1,16 @@
 """Checks of a training config's values, run by `experiment.build` before anything compiles:
 each bad value raises one ValueError that names the key, the value and what to use instead.
-(Shapes, model names and the mesh are checked where they are built.)
+(Shapes, model names and the mesh itself are checked where they are built.)
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+
+import jax
+
+from fgjax.train import sharding
 
 
 def _integer(key: str, value, minimum: int, why: str = "") -> None:
@@ -76,3 +80,18 @@ def optim(optim_cfg, groups: list[str]) -> None:
         )
     for group, mult in mults.items():
         _number(f"optim.lr_mults[{group!r}]", mult, low=0.0)
+
+
+def batch_fits_mesh(config, mesh) -> None:
+    """Batch checks that must fail before anything compiles, each saying what to change."""
+    dp = sharding.data_parallel_size(mesh)
+    batch, accum = int(config.batch_size), int(config.get("grad_accum", 1))
+    if batch % (dp * accum):
+        raise ValueError(
+            f"batch_size={batch} must be divisible by the data-parallel size ({dp} = data x fsdp) times "
+            f"grad_accum ({accum}); use a multiple of {dp * accum}, or change config.mesh"
+        )
+    if batch % jax.process_count():
+        raise ValueError(
+            f"batch_size={batch} must be divisible by the {jax.process_count()} processes"
+        )

@@ -100,21 +100,6 @@ def _with_sharding(leaf, sharding_):
     return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding_)
 
 
-def validate_batch(config, mesh: Mesh) -> None:
-    """Batch checks that must fail before anything compiles, each saying what to change."""
-    dp = sharding.data_parallel_size(mesh)
-    batch, accum = int(config.batch_size), int(config.get("grad_accum", 1))
-    if batch % (dp * accum):
-        raise ValueError(
-            f"batch_size={batch} must be divisible by the data-parallel size ({dp} = data x fsdp) times "
-            f"grad_accum ({accum}); use a multiple of {dp * accum}, or change config.mesh"
-        )
-    if batch % jax.process_count():
-        raise ValueError(
-            f"batch_size={batch} must be divisible by the {jax.process_count()} processes"
-        )
-
-
 def build(config, devices=None) -> Experiment:
     """Validates `config` and derives the experiment; raises before compiling on bad input."""
     task = tasks.get(config.get("task", "vlm"))
@@ -122,7 +107,7 @@ def build(config, devices=None) -> Experiment:
     if devices is None and config.get("num_devices"):
         devices = jax.devices()[: int(config.num_devices)]
     mesh = sharding.make_mesh(config.get("mesh", {"data": -1}), devices)
-    validate_batch(config, mesh)
+    checks.batch_fits_mesh(config, mesh)
     rules = tuple(tuple(r) for r in (config.get("sharding_rules", None) or DEFAULT_RULES))
     model_cfg = task.model_config(config)
 
