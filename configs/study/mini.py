@@ -1,22 +1,32 @@
-"""The miniature study on the built-in specimens data: the whole ablation grid on a CPU.
+"""The miniature study on the built-in specimens world: every arm, three seeds, on a CPU.
 
-    python -m fgjax.study --workdir=study [--seeds=N]
-    python -m fgjax.main --config=configs/study/mini.py:seeds=2 --workdir=study
+    python -m fgjax.study --workdir=study [--seeds=N] [--first_seed=K]
+    python -m fgjax.main --config=configs/study/mini.py:seeds=3,first_seed=100 --workdir=study
 
-Arguments: seeds (1), steps_scale (1.0: multiplies every training length; tests use a tiny
-value), eval_size (test images per protocol).
+Arguments: seeds (3), first_seed (0), steps_scale (1.0: multiplies every training length;
+tests use a tiny value), eval_size (test images; one five-way and one general question each).
 
-Stage 0 trains the components: one contrastive (SigLIP-style) image-text model, whose image
-tower at `encoder.base_step` is the base encoder and at the end the upgraded one; one language
-model on text, likewise base (early) and upgraded (final). Both upgrades are "the same
-architecture, trained longer" -- as DFN-CLIP improves on CLIP by its training, not its shape.
-The contrastive model trains on a filtered pool of pairs, those whose caption names the class
-(`encoder.caption_kinds`), as CLIP-style encoders learn class names from web-scale data and
-DFN filters it; alignment (stage 1) uses the raw alt-text, where 40% of captions name the class.
-The five-way negatives are mined by the base snapshot of the contrastive model
-(`eval.negatives_from`), as the paper mines with CLIP, the base encoder of LLaVA-1.5.
-Stage 1 aligns every (encoder, LLM) pair on captions with the LLM frozen or trained; stage 2
-instruction-tunes each on general questions; then every variant is evaluated.
+The world (fgjax/data/specimens): 100 fine-grained classes in 10 families, alt-text captions,
+perception questions, and facts that live only in text (each family's habitat and diet, each
+class's region and season), written in the language-model corpus in several paraphrases.
+
+Stage 0, the components, trained once with `component_seed` and shared by every seed:
+- two LLMs, each a complete run with its own schedule: the base one reads a seeded 40% of the
+  text corpus for 150 steps, the upgraded one all of it for 400 (more and better text, longer);
+- a filtering network (the contrastive architecture trained on 2,000 curated pairs of the
+  validation split, captioned with the class name as a field guide would) scores the raw
+  training pool, and the top 40% of pairs are kept (DFN's recipe; the filter sees no label);
+- two contrastive (SigLIP-style) models of one architecture and budget: the base encoder on
+  the raw pool, the upgraded on the filtered pool (as DFN-CLIP improves on CLIP by its data);
+- ridge probes on each encoder's frozen features: the ceiling on the same five-way questions.
+Per seed, every arm (stages.arms()): stage 1 aligns on the raw captions with the LLM frozen or
+trained (or not at all), stage 2 instruction-tunes on perception questions (short answers and
+lettered multiple choice) and caption requests, plus classification data in one arm; every arm
+answers the one fixed test set: five-way fine-grained questions whose negatives the taxonomy
+mines (no model of the study), and the three-part general benchmark, with and without images.
+
+`analysis` is the declared statistics: it is fixed here, before any result exists, and
+printed in the report with the rules it implies (fgjax/study/report.py).
 """
 
 import ml_collections
@@ -25,7 +35,7 @@ from fgjax.config_utils import parse_arg
 
 
 def get_config(arg=None):
-    a = parse_arg(arg, seeds=1, steps_scale=1.0, eval_size=300)
+    a = parse_arg(arg, seeds=3, first_seed=0, steps_scale=1.0, eval_size=300)
     scale = float(a.steps_scale)
 
     def steps(n):
@@ -33,12 +43,13 @@ def get_config(arg=None):
 
     c = ml_collections.ConfigDict()
     c.job = "study"
-    c.seeds = a.seeds
+    c.seeds, c.first_seed = a.seeds, a.first_seed
+    c.component_seed = 0  # stage 0 is one draw, shared: the paper fixes its encoders and LLMs
     c.resolution = 32
     c.train_size = 10_000  # specimens training examples (generated once, shared by all stages)
-    c.tokenizer = dict(vocab_size=768, corpus_size=2000)
+    c.tokenizer = dict(vocab_size=1024, corpus_size=2000)
 
-    # stage 0: the contrastive image-text model -> base (early) and upgraded (final) encoders
+    encoder_text = dict(width=64, depth=2, num_heads=4, mlp_dim=128, max_length=24)
     c.encoder = dict(
         preset="tiny_siglip",
         # the VLM reads the last block's patch features: LLaVA's "penultimate layer" suits deep
@@ -47,32 +58,40 @@ def get_config(arg=None):
             width=64, depth=2, num_heads=4, mlp_dim=128, image_size=32, patch_size=8,
             feature_layer=-1,
         ),  # fmt: skip
-        text=dict(width=64, depth=2, num_heads=4, mlp_dim=128, max_length=24),
+        text=encoder_text,
         embed_dim=64,
-        steps=steps(500),
-        base_step=steps(100),
+        steps=steps(350),  # each encoder: the same budget, on the raw or the filtered pool
         batch_size=128,
         lr=3e-3,
-        caption_kinds=("name",),  # a subset of fgjax.data.specimens.CAPTION_KINDS
     )
-    # stage 0: the language model on text -> base (early) and upgraded (final) LLMs
+    c.filter = dict(curated_size=2000, steps=steps(150), keep_fraction=0.4)
     c.llm = dict(
         preset="tiny_llama",
         overrides=dict(width=128, depth=2, num_heads=4, num_kv_heads=2, mlp_dim=256),
-        steps=steps(200),
-        base_step=steps(50),
         batch_size=64,
-        max_length=48,
+        max_length=64,
         lr=3e-3,
+        base=dict(steps=steps(150), text_fraction=0.4),
+        upgraded=dict(steps=steps(400), text_fraction=1.0),
     )
-    # stage 1: alignment on captions (projector; plus the LLM in the "trained" variants)
-    c.align = dict(steps=steps(180), batch_size=64, max_length=32, lr=1e-2, llm_lr_mult=1.0)
-    # stage 2: instruction tuning on general questions and short captions (projector + LLM)
-    c.finetune = dict(steps=steps(30), batch_size=32, max_length=112, lr=1e-3)
+    # stage 1: alignment on captions (projector; plus the LLM, at a tenth of the projector's
+    # learning rate, in the "trained" arms)
+    c.align = dict(steps=steps(100), batch_size=64, max_length=32, lr=3e-3, llm_lr_mult=0.1)
+    # stage 2: instruction tuning (projector + LLM), more examples than stage 1 as in LLaVA
+    c.finetune = dict(
+        steps=steps(150), batch_size=64, max_length=96, lr=1e-3, classify_weight=0.5
+    )
     c.template = "vicuna_v1"
     c.system = None  # no system message: shorter sequences, nothing lost at this scale
-    # five-way negatives are mined by the base encoder's contrastive model, as the paper mines
-    # with CLIP, the base encoder of LLaVA-1.5, and tests its DFN-CLIP upgrade on those questions
-    c.eval = dict(size=a.eval_size, batch_size=50, probe_train_size=2000, negatives_from="base")
+    c.eval = dict(size=a.eval_size, batch_size=50, probe_train_size=4000, miner="taxonomy")
     c.checkpoint_every = 200
+    c.analysis = dict(
+        readout="letter",  # primary: the option letter the model names; "cloze" is secondary
+        bootstrap_samples=2000,  # two-stage: seeds, then images, paired across arms
+        bootstrap_seed=0,
+        level=0.95,
+        control_margin=10.0,  # perception with images minus blank images, chance-normalised
+        equal_ratio=2.0,  # finding 1: the LLM's fine and general gains within 2x of each other
+        gap_closed=0.5,  # finding 4: classification data closes half the gap to the probe
+    )
     return c

@@ -6,6 +6,9 @@ wrong classes become its distractors. Two miners, named in every output that use
 - ContrastiveMiner ("contrastive:<source>"): cosine between the image embedding and the text
   embedding of a class prompt ("a photo of a {}.") under an fgjax ContrastiveModel -- the
   FOCI / Ghosh et al. recipe with an fgjax image-text model in place of CLIP.
+- TaxonomyMiner ("taxonomy:specimens"): the built-in specimens classes' similarity from their
+  taxonomy (shared fine cues and family; fgjax.data.specimens.similarity) -- a miner that no
+  model of a study trains, so every arm and seed answers the same questions.
 - TextMiner ("text:char-ngram-tfidf"), the fallback without an image-text model: cosine
   between character 2..4-gram TF-IDF vectors of the class names (of " name ", so word starts
   and ends count), taken from the example's true class. Deterministic; it finds look-alike
@@ -29,6 +32,21 @@ from fgjax.data.tokenizer import caption_ids
 from fgjax.evaluate.loop import DatasetRunner, place_model
 from fgjax.evaluate.prompts import pad_prompts
 from fgjax.models.partitioning import activation_sharding
+
+
+class TaxonomyMiner:
+    name = "taxonomy:specimens"
+
+    def scores(self, dataset) -> np.ndarray:
+        """f32[N, C]: the taxonomy similarity of each example's true class to every class."""
+        from fgjax.data import specimens
+
+        if list(dataset.class_names) != specimens.class_names():
+            raise ValueError(
+                f"the taxonomy miner knows the specimens classes only; {dataset.name!r} has "
+                "others: mine with a contrastive model (negatives.model) or by class names"
+            )
+        return np.asarray(specimens.similarity(), np.float32)[dataset.labels()]
 
 
 class TextMiner:

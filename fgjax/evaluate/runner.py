@@ -14,7 +14,7 @@ config (see configs/eval/ for complete files):
              (per dataset) and general_qa {"sources": [question source specs]} (vqa.py);
              options are the fields of each protocol's config dataclass
   negatives  {"model": "run:DIR" of a ContrastiveModel or None (class-name text similarity),
-             "tokenizer", "prompt"}; options_dir: where option sets are cached (default
+             "tokenizer", "prompt"}, or {"miner": "taxonomy"} (specimens only); options_dir: where option sets are cached (default
              OUT/options -- point every model of a comparison at the same folder)
   synonyms   {dataset name: JSON file {class name: [synonyms]}} for generation matching
   overwrite  rerun protocols that already finished (default: a rerun skips them)
@@ -77,6 +77,8 @@ def protocol_config(name: str, options) -> object:
 
 def make_miner(config, evaluator: Evaluator):
     spec = dict(config.get("negatives") or {})
+    if spec.get("miner") == "taxonomy":
+        return negatives.TaxonomyMiner()
     if not spec.get("model"):
         return negatives.TextMiner()
     loaded = loading.load_contrastive(

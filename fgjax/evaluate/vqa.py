@@ -7,7 +7,9 @@ option's text or index); an optional "type" groups accuracies. Sources (`SOURCES
 - "jsonl": {"path", "image_root"}: one question per line, "image" a path relative to
   image_root (default: the file's folder);
 - "specimens" (the default): the built-in dataset's general questions (count, background,
-  border, colour, side/texture), {"split": "test", "size": 500, "resolution": 64, "seed": 0}.
+  border, colour, side/texture), {"split": "test", "size": 500, "resolution": 64, "seed": 0};
+  with "benchmark": true the study's three-part benchmark (perception, knowledge, reasoning),
+  one question per image; "blank": true asks them of a blank image (the image control).
 
 Short answers: greedy decoding after "<question>\\nAnswer the question using a single word or
 phrase." (LLaVA's VQA prompt), scored by exact match and VQA accuracy (matching.py).
@@ -78,15 +80,39 @@ def read_jsonl(spec: dict) -> list[dict]:
 
 
 def specimens_questions(spec: dict) -> list[dict]:
-    """Every general question of `size` specimens examples, in the `forms` asked for
-    ("short" answer and/or multiple "choice"; default both)."""
+    """General questions of `size` specimens examples.
+
+    With "benchmark": true, the study's general benchmark: one question per image, typed by its
+    part (perception, knowledge or reasoning; data/specimens/benchmark.py), as multiple choice.
+    Otherwise every perception question of every image, in the `forms` asked for ("short"
+    answer and/or multiple "choice"; default both). "blank": true replaces every image by a
+    uniform mid-grey one (the image control: what a model answers without seeing anything).
+    """
     from fgjax.data import specimens
+    from fgjax.data.specimens import benchmark, scenes
 
     split = spec.get("split", "test")
     data = specimens.generate(
         split, int(spec.get("size", 500)), resolution=int(spec.get("resolution", 64)),
         seed=int(spec.get("seed", 0)),
     )  # fmt: skip
+    blank = bool(spec.get("blank", False))
+    grey = np.full_like(data["image"][:1], 128)[0]
+
+    def image(i):
+        return grey if blank else data["image"][i]
+
+    if spec.get("benchmark"):
+        out = []
+        for i, example_id in enumerate(data["id"]):
+            rng = scenes.example_rng(int(spec.get("seed", 0)), split, i, BENCHMARK_STREAM)
+            count = specimens.NUMBER_WORDS.index(data["answers"][i][0])  # the count question
+            perception = list(zip(data["questions"][i], data["answers"][i], data["options"][i]))
+            q = benchmark.general_question(rng, i, int(data["family"][i]), count, perception)
+            out.append({"image": image(i), "question": q["question"], "type": q["part"],
+                        "id": f"{example_id}/general", "options": q["options"],
+                        "answer": q["options"].index(q["answer"])})  # fmt: skip
+        return out
     forms = set(spec.get("forms", ("short", "choice")))
     if not forms or forms - {"short", "choice"}:
         raise ValueError(f"forms must be a non-empty subset of short, choice; got {sorted(forms)}")
@@ -95,7 +121,7 @@ def specimens_questions(spec: dict) -> list[dict]:
         for j, (question, answer, options) in enumerate(
             zip(data["questions"][i], data["answers"][i], data["options"][i])
         ):
-            base = {"image": data["image"][i], "question": question, "type": None}
+            base = {"image": image(i), "question": question, "type": None}
             options = specimens.split_options(options)
             if "short" in forms:
                 out.append({**base, "id": f"{example_id}/q{j}/short", "answers": [answer]})
@@ -103,6 +129,9 @@ def specimens_questions(spec: dict) -> list[dict]:
                 out.append({**base, "id": f"{example_id}/q{j}/choice", "options": options,
                             "answer": options.index(answer)})  # fmt: skip
     return out
+
+
+BENCHMARK_STREAM = 3  # the benchmark questions' own random stream (scenes.py uses 0-2)
 
 
 SOURCES: dict[str, Callable[[dict], list[dict]]] = {

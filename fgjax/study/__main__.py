@@ -1,7 +1,7 @@
-"""python -m fgjax.study --workdir=DIR [--seeds=N] [--config=configs/study/mini.py[:args]]
+"""python -m fgjax.study --workdir=DIR [--seeds=N] [--first_seed=K] [--config=configs/study/mini.py[:args]]
 
 The miniature study (see fgjax/study/run.py); equivalent to
-`python -m fgjax.main --config=configs/study/mini.py:seeds=N --workdir=DIR`.
+`python -m fgjax.main --config=configs/study/mini.py:seeds=N,first_seed=K --workdir=DIR`.
 """
 
 import sys
@@ -18,7 +18,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where the study's runs and results go.", required=True
 )
-_SEEDS = flags.DEFINE_integer("seeds", None, "Repeat the whole study with this many seeds.")
+_SEEDS = flags.DEFINE_integer("seeds", None, "How many seeds train every arm (default 3).")
+_FIRST_SEED = flags.DEFINE_integer(
+    "first_seed", None, "The first of the seeds (seeds first_seed .. first_seed + seeds - 1)."
+)
 
 
 def main(argv) -> None:
@@ -27,6 +30,8 @@ def main(argv) -> None:
     config = _CONFIG.value
     if _SEEDS.value is not None:
         config.seeds = _SEEDS.value
+    if _FIRST_SEED.value is not None:
+        config.first_seed = _FIRST_SEED.value
     from fgjax.study import run
 
     run.run(config, _WORKDIR.value)

@@ -1,10 +1,13 @@
-"""The study's report: a table of variants by metric, the paper's three findings decided from
-the numbers, and a plot of fine-grained against general accuracy with an arrow per ablation.
+"""The study's report: the per-arm table, the image control, the paper's four findings judged
+by rules declared before the run, and a plot of fine-grained against general accuracy.
 
-A variant is (encoder, llm, pretrain_llm) with encoder and llm each "base" or "upgraded" and
-pretrain_llm "frozen" or "trained". Each finding is judged from the main effect of one factor:
-the mean over all variants with the factor at its second level minus the mean at its first,
-in accuracy points, with the other factors averaged out.
+The analysis (read-out, bootstrap, thresholds) comes from the study config's `analysis` field,
+so it is fixed before any number exists; `rules` prints it as the report applies it. Findings
+are judged on chance-normalised contrasts between arms (see fgjax/study/stats.py) with
+two-stage bootstrap intervals over seeds and test images.
+
+    write_all(workdir, results, analysis)   results.csv, results.md, results.png
+    regenerate(workdir, analysis)           the same from workdir/results.{npz,json}
 """
 
 from __future__ import annotations
@@ -12,242 +15,446 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import math
-from collections.abc import Sequence
 from pathlib import Path
 
-FACTORS = {
-    "encoder": ("base", "upgraded"),
-    "llm": ("base", "upgraded"),
-    "pretrain_llm": ("frozen", "trained"),
-}
-FINE, GENERAL = "fine_mc5", "general"
-METRICS = {  # name -> (label, chance level in %); the "letters" columns are optional
-    "fine_mc5": ("fine-grained 5-way MC", 20.0),
-    "fine_mc5_letters": ("fine-grained 5-way MC, by letter", 20.0),
-    "fine_rank_top1": ("fine-grained likelihood top-1", 1.0),
-    "fine_rank_top5": ("fine-grained likelihood top-5", 5.0),
-    "general": ("general questions", None),
-    "general_letters": ("general questions, by letter", None),
-}
-# An effect counts only when it exceeds this many accuracy points (and twice its standard
-# error when several seeds were run).
-MIN_EFFECT = 2.0
+import numpy as np
+
+from fgjax.study import stats
+from fgjax.study.results import CLASSIFY, NOALIGN, PARTS, READOUTS, TWIN, Results, find_arm, rows
+from fgjax.study.stats import Estimate, main_effect, scaled
+
+DEFAULTS = dict(
+    readout="letter",  # the primary read-out (the paper's); the other one is shown, not judged
+    bootstrap_samples=2000,
+    bootstrap_seed=0,
+    level=0.95,
+    control_margin=10.0,  # chance-normalised points
+    equal_ratio=2.0,
+    gap_closed=0.5,
+)
+REPRODUCED, NOT_REPRODUCED, NOT_JUDGED = "REPRODUCED", "NOT reproduced", "NOT JUDGED"
+CLAIMS = (
+    "A better LLM raises all benchmark scores about equally.",
+    "A better vision encoder raises fine-grained classification disproportionately.",
+    "Pretraining matters for fine-grained knowledge, particularly when the LLM is not frozen "
+    "during it.",
+    "Instruction tuning with classification data closes much of the gap to the linear probe "
+    "(Zhang et al. 2024).",
+)
+SHORT = ("a better LLM", "a better encoder", "pretraining", "classification data")
+
+
+def settings(analysis=None) -> dict:
+    """The declared analysis (ConfigDict, dict or None) with DEFAULTS for absent fields, plus
+    "secondary": the other read-out."""
+    a = dict(DEFAULTS)
+    if analysis is not None:
+        given = analysis.to_dict() if hasattr(analysis, "to_dict") else dict(analysis)
+        unknown = sorted(set(given) - set(DEFAULTS) - {"secondary"})
+        if unknown:  # a misspelt field would otherwise silently fall back to its default
+            raise ValueError(f"analysis: unknown field(s) {unknown}, known: {sorted(DEFAULTS)}")
+        a.update(given)
+    if a["readout"] not in READOUTS:
+        raise ValueError(f"analysis.readout {a['readout']!r} is not one of {READOUTS}")
+    a["secondary"] = next(r for r in READOUTS if r != a["readout"])
+    return a
+
+
+def rules(a: dict) -> list[str]:
+    """The declared rules, as applied (a: settings())."""
+    eq = a["equal_ratio"]
+    return [
+        f"Findings are judged on the {a['readout']} read-out; the {a['secondary']} read-out's "
+        "numbers are shown, not judged.",
+        "Contrasts use chance-normalised accuracy, 100 * (acc - c) / (1 - c) with c the mean "
+        "chance of the items: 0 is chance, 100 perfect.",
+        "A main effect is the mean over the 4 grid arms (instruction-tuned on general data) at "
+        "the upgraded level (pretraining: LLM trained) minus the mean over the 4 at the base "
+        "level (LLM frozen).",
+        f"Intervals: {a['level']:.0%} percentile intervals of a two-stage paired bootstrap, "
+        f"{a['bootstrap_samples']} replicates (seed {a['bootstrap_seed']}): seeds resampled with "
+        "replacement, then the test images of each drawn seed, the same images for every arm.",
+        "A contrast is clear when its interval excludes zero in the claimed direction and every "
+        "seed's estimate has that sign.",
+        "Image control, per arm: perception accuracy with the real image minus with a blank "
+        f"image is at least {a['control_margin']:g} points and its interval excludes zero; a "
+        "finding whose contrasts involve an arm that fails it is NOT JUDGED.",
+        "Finding 1: the LLM main effects on fine-grained (df) and general (dg) questions are "
+        f"clear and positive, and df/dg lies within [{1 / eq:.2g}, {eq:g}].",
+        "Finding 2: the encoder main effect on fine-grained questions (df) and df - dg (dg: on "
+        "general questions) are clear and positive.",
+        "Finding 3: fine-grained accuracy of the upgraded pair with the LLM trained in "
+        "pretraining minus the same pair without pretraining, and the pretraining main effect "
+        "on fine-grained questions, are clear and positive.",
+        "Finding 4: fine-grained accuracy of the upgraded pair instruction-tuned with "
+        "classification data minus its twin tuned on general data only is clear and positive, "
+        f"and closes at least {a['gap_closed']:.0%} of the twin's gap to the ridge probe on the "
+        "same five-way questions (upgraded encoder; point estimate).",
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Control:
+    arm: str
+    effect: Estimate  # perception, real minus blank image, chance-normalised points
+    passed: bool
 
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
+    number: int
     claim: str
-    reproduced: bool
-    evidence: str
+    verdict: str  # REPRODUCED, NOT_REPRODUCED or NOT_JUDGED, on the primary read-out
+    reason: str
+    lines: list[str]  # the contrasts on the primary read-out
+    secondary: str  # the verdict the same rules give on the secondary read-out (not judged)
+    secondary_lines: list[str]
+    arms: list[str]  # the arms its contrasts involve
+
+    @property
+    def reproduced(self) -> bool:
+        return self.verdict == REPRODUCED
 
 
-def variant_name(row: dict) -> str:
-    return f"enc={row['encoder']} llm={row['llm']} pretrain-LLM={row['pretrain_llm']}"
+def _boot(results: Results, a: dict, contrasts, normalise: bool = True) -> list[Estimate]:
+    return stats.bootstrap_many(
+        results, contrasts, a["bootstrap_samples"], a["bootstrap_seed"], a["level"], normalise
+    )
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return mean, math.sqrt(var)
+def _parts(results: Results) -> list[str]:
+    return [p for p in PARTS if np.any(np.asarray(results.parts) == p)]
 
 
-def effect(rows: list[dict], factor: str, metric: str) -> tuple[float, float]:
-    """(main effect in points, its standard error over seeds; 0 with one seed)."""
-    low, high = FACTORS[factor]
-    per_seed = {}
-    for row in rows:
-        sign = 1 if row[factor] == high else -1 if row[factor] == low else 0
-        per_seed.setdefault(row.get("seed", 0), []).append(sign * row[metric])
-    # each seed holds the full grid: half the variants at each level
-    effects = [2 * sum(v) / len(v) for v in per_seed.values()]
-    mean, std = _mean_std(effects)
-    return mean, std / math.sqrt(len(effects)) if len(effects) > 1 else 0.0
-
-
-def _clear(value: float, stderr: float) -> bool:
-    return value > max(MIN_EFFECT, 2 * stderr)
-
-
-def findings(rows: list[dict]) -> list[Finding]:
-    """The paper's three findings, each judged from the table's numbers."""
-    llm_fine, llm_fine_se = effect(rows, "llm", FINE)
-    llm_gen, llm_gen_se = effect(rows, "llm", GENERAL)
-    enc_fine, enc_fine_se = effect(rows, "encoder", FINE)
-    enc_gen, _ = effect(rows, "encoder", GENERAL)
-    unfreeze_fine, unfreeze_se = effect(rows, "pretrain_llm", FINE)
-    both_up = _clear(llm_fine, llm_fine_se) and _clear(llm_gen, llm_gen_se)
-    ratio = llm_fine / llm_gen if both_up else float("nan")
-    return [
-        Finding(
-            "A better LLM raises all benchmark scores about equally.",
-            both_up and 0.5 <= ratio <= 2.0,
-            f"LLM upgrade: fine {llm_fine:+.1f} pts, general {llm_gen:+.1f} pts"
-            + (
-                f" (ratio {ratio:.2f}; 'about equally' means within 2x)"
-                if both_up
-                else " (needs both > 0, clearly)"
-            ),
-        ),
-        Finding(
-            "A better vision encoder raises fine-grained classification disproportionately.",
-            _clear(enc_fine, enc_fine_se) and enc_fine >= 2 * max(enc_gen, 0.0),
-            f"encoder upgrade: fine {enc_fine:+.1f} pts, general {enc_gen:+.1f} pts "
-            "(reproduced when the fine gain is clear and at least twice the general one)",
-        ),
-        Finding(
-            "Pretraining matters for fine-grained knowledge when the LLM is not frozen during it.",
-            _clear(unfreeze_fine, unfreeze_se),
-            f"LLM trained vs frozen in pretraining: fine {unfreeze_fine:+.1f} pts "
-            f"(reproduced when clearly positive, > {MIN_EFFECT:.0f} pts and 2 standard errors)",
-        ),
+def controls(results: Results, a: dict, readout: str) -> dict[str, Control]:
+    """arm -> the image control on one read-out."""
+    names = list(results.arms)
+    contrasts = [
+        stats.term(n, f"general_{readout}", "perception")
+        + stats.term(n, f"blank_{readout}", "perception", weight=-1.0)
+        for n in names
     ]
+    found = _boot(results, a, contrasts)
+    return {
+        n: Control(n, e, e.point >= a["control_margin"] and e.interval[0] > 0)
+        for n, e in zip(names, found)
+    }
 
 
-def metrics_of(rows: list[dict]) -> list[str]:
-    """The METRICS every row has, in table order."""
-    return [m for m in METRICS if rows and all(m in r for r in rows)]
+def points(e: Estimate) -> str:
+    """'+x.x [lo, hi] chance-normalised points, per seed a/b/c'."""
+    low, high = e.interval
+    seeds = "/".join(f"{v:+.1f}" for v in e.per_seed)
+    return f"{e.point:+.1f} [{low:+.1f}, {high:+.1f}] chance-normalised points, per seed {seeds}"
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """One row per variant with each metric's mean and standard deviation over seeds."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row[f] for f in FACTORS), []).append(row)
-    out = []
-    for key, members in sorted(groups.items()):
-        summary = dict(zip(FACTORS, key))
-        summary["seeds"] = len(members)
-        for metric in metrics_of(rows):
-            summary[metric], summary[f"{metric}_std"] = _mean_std([m[metric] for m in members])
-        out.append(summary)
-    return out
+def _times(e: Estimate) -> str:
+    low, high = e.interval
+    seeds = "/".join(f"{v:.2f}" for v in e.per_seed)
+    return f"{e.point:.2f} [{low:.2f}, {high:.2f}], per seed {seeds}"
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    columns = ["seed", *FACTORS, *metrics_of(rows)]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+def _unclear(named: dict[str, Estimate]) -> str:
+    bad = [name for name, e in named.items() if not stats.clear(e)]
+    return f"{' and '.join(bad)} not clearly positive"
 
 
-def markdown(rows: list[dict], probes: list[dict], found: list[Finding]) -> str:
-    """The results table (mean +- std over seeds), chance levels, the linear-probe reference
-    and the findings."""
-    summary = summarize(rows)
-    metrics = metrics_of(rows)
-    seeds = summary[0]["seeds"] if summary else 0
-    header = ["encoder", "LLM", "LLM in pretraining", *(METRICS[m][0] for m in metrics)]
+# Each finding's rule on one read-out: (passes, why, lines, contrasts it judges).
+
+
+def _llm(results: Results, r: str, a: dict):
+    df, dg = main_effect(results, "llm", f"fine_{r}"), main_effect(results, "llm", f"general_{r}")
+    parts = _parts(results)
+    per_part = [main_effect(results, "llm", f"general_{r}", p) for p in parts]
+    ef, eg, *ep = _boot(results, a, [df, dg, *per_part])
+    q, eq = stats.ratio(ef, eg, a["level"]), a["equal_ratio"]
+    both = stats.clear(ef) and stats.clear(eg)
+    ok = both and 1 / eq <= q.point <= eq
+    why = (
+        f"both gains clear, ratio {q.point:.2f} within [{1 / eq:.2g}, {eq:g}]" if ok
+        else _unclear({"df": ef, "dg": eg}) if not both
+        else f"ratio {q.point:.2f} outside [{1 / eq:.2g}, {eq:g}]"
+    )  # fmt: skip
+    lines = [
+        f"LLM effect on fine-grained questions (df): {points(ef)}",
+        f"LLM effect on general questions (dg): {points(eg)}",
+        f"df/dg: {_times(q)}",
+        *(f"LLM effect on {p} questions (not judged): {points(e)}" for p, e in zip(parts, ep)),
+    ]
+    return ok, why, lines, [df, dg]
+
+
+def _encoder(results: Results, r: str, a: dict):
+    df = main_effect(results, "encoder", f"fine_{r}")
+    dg = main_effect(results, "encoder", f"general_{r}")
+    ef, eg, ed = _boot(results, a, [df, dg, df + scaled(dg, -1.0)])
+    ok = stats.clear(ef) and stats.clear(ed)
+    why = "both clear" if ok else _unclear({"df": ef, "df - dg": ed})
+    lines = [
+        f"encoder effect on fine-grained questions (df): {points(ef)}",
+        f"encoder effect on general questions (dg): {points(eg)}",
+        f"df - dg: {points(ed)}",
+    ]
+    return ok, why, lines, [df, dg]
+
+
+def _pretrain(results: Results, r: str, a: dict):
+    twin, noalign = find_arm(results, **TWIN), find_arm(results, **NOALIGN)
+    aligned = stats.difference(twin, noalign, f"fine_{r}")
+    trained = main_effect(results, "pretrain", f"fine_{r}")
+    ea, et = _boot(results, a, [aligned, trained])
+    ok = stats.clear(ea) and stats.clear(et)
+    why = "both clear" if ok else _unclear({"pretraining vs none": ea, "trained vs frozen": et})
+    lines = [
+        f"pretraining (LLM trained) vs no pretraining, fine-grained: {points(ea)}",
+        f"LLM trained vs frozen in pretraining (main effect), fine-grained: {points(et)}",
+    ]
+    return ok, why, lines, [aligned, trained]
+
+
+def _classify(results: Results, r: str, a: dict):
+    twin, classify = find_arm(results, **TWIN), find_arm(results, **CLASSIFY)
+    gain = stats.difference(classify, twin, f"fine_{r}")
+    gap = stats.term("upgraded", stats.PROBE5) + stats.term(twin, f"fine_{r}", weight=-1.0)
+    eg, egap = _boot(results, a, [gain, gap])
+    closed = stats.ratio(eg, egap, a["level"])
+    if not stats.clear(eg):
+        ok, why = False, _unclear({"the gain": eg})
+    elif not egap.point > 0:
+        ok, why = False, "no gap to close: the twin already matches the ridge probe"
+    else:
+        ok = closed.point >= a["gap_closed"]
+        word = "at least" if ok else "less than"
+        why = f"gain clear and closes {closed.point:.0%} of the gap, {word} {a['gap_closed']:.0%}"
+    lines = [
+        f"classification data vs general only, fine-grained: {points(eg)}",
+        f"gap from the general-only twin to the ridge probe (upgraded encoder): {points(egap)}",
+        f"fraction of the gap closed: {_times(closed)}",
+    ]
+    return ok, why, lines, [gain, gap]
+
+
+RULES = (_llm, _encoder, _pretrain, _classify)
+
+
+def judge(results: Results, analysis=None) -> tuple[dict[str, dict[str, Control]], list[Finding]]:
+    """(read-out -> arm -> Control, the four findings)."""
+    a = settings(analysis)
+    ctl = {r: controls(results, a, r) for r in (a["readout"], a["secondary"])}
+    found = []
+    for number, (claim, rule) in enumerate(zip(CLAIMS, RULES), start=1):
+        verdicts = {}
+        for r in (a["readout"], a["secondary"]):
+            ok, why, lines, contrasts = rule(results, r, a)
+            arms = [n for n in results.arms if any(n in stats.arms_of(c) for c in contrasts)]
+            failed = [n for n in arms if not ctl[r][n].passed]
+            if failed:
+                verdict, why = NOT_JUDGED, f"image control failed: {', '.join(failed)}"
+            else:
+                verdict = REPRODUCED if ok else NOT_REPRODUCED
+            verdicts[r] = (verdict, why, lines, arms)
+        (verdict, why, lines, arms), second = verdicts[a["readout"]], verdicts[a["secondary"]]
+        found.append(Finding(number, claim, verdict, why, lines, second[0], second[2], arms))
+    return ctl, found
+
+
+def findings(results: Results, analysis=None) -> list[Finding]:
+    return judge(results, analysis)[1]
+
+
+def columns(results: Results, a: dict) -> list[tuple[str, str, str | None]]:
+    """The table's (header, metric, part) columns: both read-outs, then per part and the
+    blank-image control on the primary read-out."""
+    r = a["readout"]
+    out = [(f"{q} {ro}", f"{q}_{ro}", None) for q in ("fine", "general") for ro in READOUTS]
+    out += [(f"{p} ({r})", f"general_{r}", p) for p in _parts(results)]
+    return out + [(f"blank-image perception ({r})", f"blank_{r}", "perception")]
+
+
+def arm_table(results: Results, a: dict) -> dict[str, dict[str, Estimate]]:
+    """header -> arm -> accuracy in % with its interval; "probe5" -> encoder level -> the same
+    for the ridge probe."""
+    cols, names, levels = columns(results, a), list(results.arms), list(results.probe5)
+    contrasts = [stats.term(n, m, p) for _, m, p in cols for n in names]
+    contrasts += [stats.term(level, stats.PROBE5) for level in levels]
+    found = iter(_boot(results, a, contrasts, normalise=False))
+    table = {header: {n: next(found) for n in names} for header, _, _ in cols}
+    table["probe5"] = {level: next(found) for level in levels}
+    return table
+
+
+def cell(e: Estimate) -> str:
+    return f"{e.point:.1f} [{e.interval[0]:.1f}, {e.interval[1]:.1f}]"
+
+
+def _chance(results: Results, metric: str, part: str | None) -> float:
+    chance = np.asarray(results.chance[metric])
+    return 100 * float(chance[np.asarray(results.parts) == part].mean() if part else chance.mean())
+
+
+def title(results: Results) -> str:
+    S, N = len(results.seeds), len(results.parts)
+    return (f"Miniature study: fine-grained knowledge of VLMs ({S} seed{'s' * (S > 1)}, "
+            f"{N} test images)")  # fmt: skip
+
+
+def markdown(results: Results, a: dict, table: dict, ctl: dict, found: list[Finding]) -> str:
+    cols = columns(results, a)
     out = io.StringIO()
+    out.write(f"# {title(results)}\n\n")
     out.write(
-        f"# Miniature study: fine-grained knowledge of VLMs ({seeds} seed{'s' * (seeds > 1)})\n\n"
+        f"Accuracy in %, mean over seeds [{a['level']:.0%} interval, two-stage bootstrap over "
+        "seeds and test images]. fine: the five-way fine-grained question (hard negatives); "
+        "general: the general question; letter: the option letter the model names (the paper's "
+        "read-out), cloze: the likeliest option text.\n\n"
     )
-    out.write(
-        "Accuracies in %"
-        + (", mean +- standard deviation over seeds" if seeds > 1 else "")
-        + ".\n\n"
-    )
+    header = ["arm", "encoder", "LLM", "pretraining", "instruction data", *(h for h, _, _ in cols)]
     out.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
-    for s in summary:
-        cells = [s["encoder"], s["llm"], s["pretrain_llm"]]
-        cells += [
-            f"{s[m]:.1f}" + (f" +- {s[f'{m}_std']:.1f}" if seeds > 1 else "") for m in metrics
-        ]
+    for name, levels in results.arms.items():
+        cells = [name, *(levels[f] for f in ("encoder", "llm", "pretrain", "instruct"))]
+        cells += [cell(table[h][name]) for h, _, _ in cols]
         out.write("| " + " | ".join(cells) + " |\n")
-    chance = [f"{METRICS[m][1]:.1f}" if METRICS[m][1] is not None else "see note" for m in metrics]
-    out.write("| chance | | | " + " | ".join(chance) + " |\n\n")
-    out.write(
-        "Multiple-choice questions (fine-grained with mined hard negatives, and general) are "
-        "answered by likelihood: the likeliest option as the answer, options not shown (the "
-        "cloze formulation). The 'by letter' columns use the paper's read-out, the option letter "
-        "the model names; language models this small have not learned to answer by letter, so "
-        "those stay near chance. The findings use the likelihood columns. General questions mix "
-        "yes/no, three-way and eight-way questions (chance about 30%).\n\n"
-    )
-    if probes:
-        out.write(
-            "Specialized classifier (linear probe on frozen encoder features, fine classes):\n\n"
-        )
-        out.write("| encoder | probe accuracy | chance |\n|---|---|---|\n")
-        for p in probes:
-            out.write(f"| {p['encoder']} | {p['accuracy']:.1f} | 1.0 |\n")
-        out.write("\n")
-    out.write("## The paper's findings, judged from this table\n\n")
+    chance = [f"{_chance(results, m, p):.1f}" for _, m, p in cols]
+    out.write("| chance | | | | | " + " | ".join(chance) + " |\n\n")
+
+    out.write("Probes on frozen encoder features (no language model):\n\n")
+    out.write("| encoder | 100-way linear probe (chance 1.0) | ridge probe on the five-way "
+              "questions (chance 20.0) |\n|---|---|---|\n")  # fmt: skip
+    for level, e in table["probe5"].items():
+        out.write(f"| {level} | {results.probe100[level]:.1f} | {cell(e)} |\n")
+
+    out.write("\n## Declared analysis\n\n")
+    out.write("".join(f"- {line}\n" for line in rules(a)))
+
+    r, r2 = a["readout"], a["secondary"]
+    out.write("\n## Image control\n\nPerception questions, real minus blank image, "
+              "chance-normalised points.\n\n")  # fmt: skip
+    out.write(f"| arm | {r} | {r2} (not judged) | passes |\n|---|---|---|---|\n")
+    for name in results.arms:
+        c, c2 = ctl[r][name], ctl[r2][name]
+        out.write(f"| {name} | {cell(c.effect)} | {cell(c2.effect)} | "
+                  f"{'yes' if c.passed else '**no**'} |\n")  # fmt: skip
+    failed = [n for n, c in ctl[r].items() if not c.passed]
+    out.write("\n" + (f"Failed the control: {', '.join(failed)}.\n" if failed else
+                      "Every arm passes the control.\n"))  # fmt: skip
+
+    out.write("\n## The paper's findings, judged by the declared rules\n\n")
     for f in found:
-        out.write(
-            f"- **{'REPRODUCED' if f.reproduced else 'NOT reproduced'}**: {f.claim} {f.evidence}.\n"
-        )
+        out.write(f"### {f.number}. {f.claim}\n\n**{f.verdict}** ({f.reason}).\n\n")
+        out.write("".join(f"- {line}\n" for line in f.lines))
+        out.write(f"\n{r2.capitalize()} read-out, not judged (the same rules give: "
+                  f"{f.secondary}):\n\n")  # fmt: skip
+        out.write("".join(f"- {line}\n" for line in f.secondary_lines) + "\n")
     return out.getvalue()
 
 
-def plot(path: Path, rows: list[dict], probes: list[dict]) -> None:
-    """Fine-grained vs general accuracy per variant; arrows for each ablation (encoder upgrade,
-    LLM upgrade, LLM trained in pretraining), one panel per ablation."""
+def _arrows(results: Results) -> list[tuple[list[str], list[tuple[str, str]]]]:
+    """Per finding: (the arms to draw, arrows from base to changed arm)."""
+    grid = stats.grid_arms(results)
+
+    def changed(name, factor):
+        high = {"pretrain": "trained"}.get(factor, "upgraded")
+        return find_arm(results, **{**grid[name], factor: high})
+
+    def steps(factor):
+        low = {"pretrain": "frozen"}.get(factor, "base")
+        return [(n, changed(n, factor)) for n, levels in grid.items() if levels[factor] == low]
+
+    twin, noalign = find_arm(results, **TWIN), find_arm(results, **NOALIGN)
+    classify = find_arm(results, **CLASSIFY)
+    return [
+        (list(grid), steps("llm")),
+        (list(grid), steps("encoder")),
+        ([*grid, noalign], [(noalign, twin), *steps("pretrain")]),
+        ([twin, classify], [(twin, classify)]),
+    ]
+
+
+def plot(path: Path, results: Results, a: dict, table: dict, found: list[Finding]) -> None:
+    """One panel per finding: fine-grained against general accuracy (primary read-out) of the
+    arms it compares, with intervals both ways and arrows from base to changed arm."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summary = {tuple(s[f] for f in FACTORS): s for s in summarize(rows)}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), sharex=True, sharey=True)
-    colors = {"frozen": "tab:blue", "trained": "tab:orange"}
-    markers = {
-        ("base", "base"): "o",
-        ("base", "upgraded"): "s",
-        ("upgraded", "base"): "^",
-        ("upgraded", "upgraded"): "D",
-    }
-    for ax, (factor, title) in zip(
-        axes,
-        [
-            ("encoder", "upgrade the encoder"),
-            ("llm", "upgrade the LLM"),
-            ("pretrain_llm", "train the LLM in pretraining"),
-        ],
-    ):
-        for key, s in summary.items():
-            enc, llm, pre = key
+    r = a["readout"]
+    fine, general = table[f"fine {r}"], table[f"general {r}"]
+    markers = {("base", "base"): "o", ("base", "upgraded"): "s",
+               ("upgraded", "base"): "^", ("upgraded", "upgraded"): "D"}  # fmt: skip
+    colors = {"frozen": "tab:blue", "trained": "tab:orange", "none": "0.5", "classify": "tab:green"}
+    probe_colors = {"base": "tab:purple", "upgraded": "tab:red"}
+
+    def color(levels):
+        return colors["classify" if levels["instruct"] == "classify" else levels["pretrain"]]
+
+    fig, axes = plt.subplots(1, 4, figsize=(20, 5.2), sharex=True, sharey=True)
+    for ax, f, short, (arms, arrows) in zip(axes, found, SHORT, _arrows(results)):
+        for name in arms:
+            levels, x, y = results.arms[name], general[name], fine[name]
             ax.errorbar(
-                s[GENERAL], s[FINE], xerr=s[f"{GENERAL}_std"] or None, yerr=s[f"{FINE}_std"] or None,
-                marker=markers[(enc, llm)], color=colors[pre], markersize=8, linestyle="none", alpha=0.9,
+                x.point, y.point,
+                xerr=[[x.point - x.interval[0]], [x.interval[1] - x.point]],
+                yerr=[[y.point - y.interval[0]], [y.interval[1] - y.point]],
+                marker=markers[(levels["encoder"], levels["llm"])], color=color(levels),
+                markersize=8, linestyle="none", capsize=2, alpha=0.9,
             )  # fmt: skip
-            low, high = FACTORS[factor]
-            if dict(zip(FACTORS, key))[factor] == low:
-                other = tuple(high if f == factor else v for f, v in zip(FACTORS, key))
-                if other in summary:
-                    t = summary[other]
-                    ax.annotate(
-                        "", xy=(t[GENERAL], t[FINE]), xytext=(s[GENERAL], s[FINE]),
-                        arrowprops=dict(arrowstyle="->", color="0.3", lw=1.4),
-                    )  # fmt: skip
-        ax.axhline(METRICS[FINE][1], color="0.6", linestyle=":", lw=1)
-        for p in probes:
-            ax.axhline(p["accuracy"], color="tab:green", linestyle="--", lw=1, alpha=0.6)
-        ax.set_title(title)
-        ax.set_xlabel("general questions accuracy (%)")
+        for base, changed in arrows:
+            ax.annotate(
+                "", xy=(general[changed].point, fine[changed].point),
+                xytext=(general[base].point, fine[base].point),
+                arrowprops=dict(arrowstyle="->", color="0.3", lw=1.4),
+            )  # fmt: skip
+        # the probes answer the same five-way questions, so they share the fine-grained axis
+        for level, e in table["probe5"].items():
+            ax.axhline(e.point, color=probe_colors[level], linestyle="--", lw=1)
+        ax.axhline(_chance(results, f"fine_{r}", None), color="0.6", linestyle=":", lw=1)
+        ax.axvline(_chance(results, f"general_{r}", None), color="0.6", linestyle=":", lw=1)
+        ax.set_title(f"{f.number}. {short}: {f.verdict}", fontsize=10)
+        ax.set_xlabel(f"general questions accuracy (%, {r})")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("fine-grained 5-way multiple choice (%)")
-    handles = [plt.Line2D([], [], marker=m, color="0.3", linestyle="none", label=f"encoder {e}, LLM {l}")
+    axes[0].set_ylabel(f"fine-grained five-way accuracy (%, {r})")
+    line = plt.Line2D
+    handles = [line([], [], marker=m, color="0.3", linestyle="none", label=f"encoder {e}, LLM {l}")
                for (e, l), m in markers.items()]  # fmt: skip
-    handles += [plt.Line2D([], [], marker="o", color=c, linestyle="none", label=f"LLM {k} in pretraining")
+    handles += [line([], [], marker="o", color=c, linestyle="none",
+                     label="instruction-tuned with classification data" if k == "classify"
+                     else "no pretraining" if k == "none" else f"LLM {k} in pretraining")
                 for k, c in colors.items()]  # fmt: skip
-    handles += [plt.Line2D([], [], color="tab:green", linestyle="--", label="linear probes, 100-way (per encoder)"),
-                plt.Line2D([], [], color="0.6", linestyle=":", label="chance")]  # fmt: skip
+    handles += [line([], [], color=c, linestyle="--",
+                     label=f"ridge probe on the five-way questions ({k} encoder)")
+                for k, c in probe_colors.items()]  # fmt: skip
+    handles += [line([], [], color="0.6", linestyle=":", label="chance")]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.suptitle(
-        "Fine-grained vs general accuracy; arrows point from the base to the ablated variant"
-    )
-    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
-    fig.savefig(path, dpi=120)
+    fig.suptitle(f"{title(results)}: arrows point from the base to the changed arm; "
+                 f"bars: {a['level']:.0%} intervals")  # fmt: skip
+    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write_all(workdir: Path, rows: list[dict], probes: list[dict]) -> tuple[str, list[Finding]]:
+def write_csv(path: Path, results: Results) -> None:
+    table = rows(results)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+
+
+def write_all(workdir, results: Results, analysis=None) -> tuple[str, list[Finding]]:
     """results.csv, results.md and results.png in `workdir`; returns (markdown, findings)."""
-    found = findings(rows)
-    write_csv(workdir / "results.csv", rows)
-    text = markdown(rows, probes, found)
+    workdir = Path(workdir)
+    results.validate()
+    a = settings(analysis)
+    ctl, found = judge(results, a)
+    table = arm_table(results, a)
+    write_csv(workdir / "results.csv", results)
+    text = markdown(results, a, table, ctl, found)
     (workdir / "results.md").write_text(text)
-    plot(workdir / "results.png", rows, probes)
+    plot(workdir / "results.png", results, a, table, found)
     return text, found
+
+
+def regenerate(workdir, analysis=None) -> tuple[str, list[Finding]]:
+    """Rewrites the three files from workdir/results.{npz,json}."""
+    return write_all(workdir, Results.load(workdir), analysis)

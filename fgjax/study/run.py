@@ -1,22 +1,31 @@
-"""The miniature study, end to end: components, the VLM grid, evaluation, the report.
+"""The miniature study, end to end: components, the arms of every seed, evaluation, the report.
 
-    python -m fgjax.study --workdir=study [--seeds=N]
+    python -m fgjax.study --workdir=study [--seeds=N] [--first_seed=K]
 
-Every unit (a training or evaluation run) lives in its own workdir and is skipped when finished,
-and training runs resume from their last checkpoint: rerunning the command after an
-interruption continues where it stopped. Progress: one line per unit with the study's elapsed
-time and ETA, plus each training run's own steps/s and ETA.
+Every unit (a training run, an evaluation, a stage-0 step) lives in its own directory and is
+skipped when finished, and training runs resume from their last checkpoint: rerunning the
+command after an interruption continues where it stopped. Progress: one line per unit with
+the study's elapsed time and ETA, plus each training run's own steps/s and ETA. The seconds
+each unit took are kept in `timings.json`, so a resumed study still reports its stage times.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
+import platform
+import subprocess
 import time
 from pathlib import Path
 
-from fgjax.study import report, stages
+import numpy as np
+
+from fgjax.data.specimens import benchmark
+from fgjax.evaluate import datasets
+from fgjax.study import components, report, stages
+from fgjax.study.results import Results
 
 TOKENIZER = "tokenizer"
 
@@ -44,12 +53,14 @@ def make_tokenizer(study, path: Path):
 
 
 class Progress:
-    """Study-level progress: done/total weight, elapsed, ETA."""
+    """Study-level progress: done/total weight, elapsed, ETA; and each unit's seconds."""
 
-    def __init__(self, units: list[stages.Unit]):
+    def __init__(self, units: list[stages.Unit], timings: Path):
         self.total = sum(u.weight for u in units)
         self.done = sum(u.weight for u in units if u.done())
         self.start, self.done_at_start = time.monotonic(), self.done
+        self.path = timings
+        self.seconds = json.loads(timings.read_text()) if timings.is_file() else {}
 
     def report(self, unit: stages.Unit, index: int, count: int) -> None:
         elapsed = time.monotonic() - self.start
@@ -60,8 +71,18 @@ class Progress:
             index, count, 100 * self.done / self.total, unit.name, _clock(elapsed), _clock(eta),
         )  # fmt: skip
 
-    def finished(self, unit: stages.Unit) -> None:
+    def finished(self, unit: stages.Unit, seconds: float) -> None:
         self.done += unit.weight
+        self.seconds[unit.name] = round(seconds, 2)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.seconds, indent=1))
+        tmp.replace(self.path)
+
+    def by_stage(self, units: list[stages.Unit]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for u in units:
+            out[u.stage] = round(out.get(u.stage, 0.0) + self.seconds.get(u.name, 0.0), 1)
+        return out
 
 
 def _clock(seconds: float) -> str:
@@ -75,44 +96,93 @@ def execute(unit: stages.Unit) -> None:
         from fgjax.train import trainer
 
         trainer.train(unit.config, str(unit.workdir))
-    else:
+    elif unit.kind == "eval":
         from fgjax.evaluate import runner
 
         runner.evaluate(unit.config, str(unit.workdir))
-        (unit.workdir / ".study-done").write_text("ok\n")
+        (unit.workdir / stages.DONE["eval"]).write_text("ok\n")
+    elif unit.kind == "filter":
+        components.select_pool(unit.config, unit.workdir)
+    elif unit.kind == "ceiling":
+        components.ceiling(unit.config, unit.workdir)
+    else:
+        raise ValueError(f"unknown unit kind {unit.kind!r}")
 
 
-def rows_of(units: list[stages.Unit], seed: int) -> tuple[list[dict], list[dict]]:
-    """Result rows (one per variant) and probe rows (one per encoder) from the eval runs."""
-    rows, probes = [], []
-    for unit in units:
-        if unit.kind != "eval":
-            continue
-        summary = json.loads((unit.workdir / "summary.json").read_text())
-        fine, general = summary["specimens"], summary["general_qa/specimens"]
-        v = unit.variant
-        rows.append({
-            "seed": seed, "encoder": v.encoder, "llm": v.llm, "pretrain_llm": v.pretrain_llm,
-            "fine_mc5": 100 * fine["multiple_choice_likelihood"]["accuracy"],
-            "fine_mc5_letters": 100 * fine["multiple_choice_letters"]["accuracy"],
-            "fine_rank_top1": 100 * fine["likelihood"]["sum/top1"],
-            "fine_rank_top5": 100 * fine["likelihood"]["sum/top5"],
-            "general": 100 * general["choice_likelihood"]["accuracy"],
-            "general_letters": 100 * general["choice_letters"]["accuracy"],
-        })  # fmt: skip
-        if "probe_vision_patch_mean" in fine:
-            probes.append(
-                {
-                    "seed": seed,
-                    "encoder": v.encoder,
-                    "accuracy": 100 * fine["probe_vision_patch_mean"]["accuracy"],
-                }
+def _correct(path: Path, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(f32[N] 0/1, f32[N] chance) of a predictions.jsonl, in the order of `ids`."""
+    rows = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        rows[row["id"]] = row
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise ValueError(f"{path}: no answer for {len(missing)} items (e.g. {missing[0]})")
+    correct = np.asarray([float(rows[i]["correct"]) for i in ids], np.float32)
+    chance = np.asarray([1.0 / len(rows[i]["options"]) for i in ids], np.float32)
+    return correct, chance
+
+
+def collect(config, units: list[stages.Unit], root: Path, info: dict) -> Results:
+    """The study's Results from its evaluation outputs and the probe ceilings."""
+    evals = [u for u in units if u.kind == "eval"]
+    seeds = sorted({u.seed for u in evals})
+    arms = {a.name: a.levels() for a in stages.arms()}
+    n = int(config.eval.size)
+    test_ids = datasets.from_spec(stages.test_set(config)).ids()
+    general_ids = [f"{i}/general" for i in test_ids]
+    where = {  # metric -> (result directory, ids)
+        f"{q}_{r}": (f"{group}/{prefix}_{mode}", ids)
+        for r, mode in stages.READOUTS.items()
+        for q, group, prefix, ids in (
+            ("fine", "specimens", "multiple_choice", test_ids),
+            ("general", "general_qa/benchmark", "choice", general_ids),
+            ("blank", "general_qa/blank", "choice", [f"{i}/general" for i in test_ids]),
+        )
+    }
+    correct = {m: np.zeros((len(seeds), len(arms), n), np.float32) for m in where}
+    chance = {}
+    for u in evals:
+        s, a = seeds.index(u.seed), list(arms).index(u.arm.name)
+        for metric, (directory, ids) in where.items():
+            correct[metric][s, a], chance[metric] = _correct(
+                u.workdir / directory / "predictions.jsonl", ids
             )
-    return rows, probes
+    ceiling = json.loads((root / "components" / stages.DONE["ceiling"]).read_text())
+    return Results(
+        seeds=seeds, arms=arms,
+        parts=np.asarray([benchmark.part_of(i) for i in range(n)]),
+        correct=correct, chance=chance,
+        probe5={k: np.asarray(v["probe5"], np.float32) for k, v in ceiling.items()},
+        probe100={k: 100 * v["probe100"] for k, v in ceiling.items()},
+        info=info,
+    )  # fmt: skip
+
+
+def provenance() -> dict:
+    """Where and when: machine, commit (with a mark when the tree has changes), date."""
+    here = Path(__file__).parent
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    return {
+        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, "
+        f"{platform.processor() or 'unknown processor'}",
+        "commit": commit + ("+changes" if dirty else ""),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def run(config, workdir: str) -> dict:
-    """Runs (or resumes) the study; writes results.{csv,md,png}; returns the findings."""
+    """Runs (or resumes) the study; writes results.{npz,json,csv,md,png}; returns the findings
+    {claim: reproduced}."""
     _xla_flags(config.get("xla_flags"))
     import jax
 
@@ -121,42 +191,32 @@ def run(config, workdir: str) -> dict:
     setup_python_logging()
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    # the grid's runs share architectures: identical programs compile once, also across reruns
+    # the arms share architectures: identical programs compile once, also across reruns
     jax.config.update("jax_compilation_cache_dir", str(workdir / "xla_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    report.settings(config.get("analysis"))  # a misspelt analysis field fails before training
     (workdir / "study_config.json").write_text(config.to_json_best_effort(indent=2))
     tokenizer_dir = workdir / TOKENIZER
     tok = make_tokenizer(config, tokenizer_dir)
-    vocab = -(-tok.vocab_size // 64) * 64
-    image_token = tok.token_to_id("<image>")
-
-    plans = {seed: stages.plan(config, seed, workdir / f"seed{seed}", tokenizer_dir, vocab, image_token)
-             for seed in range(int(config.seeds))}  # fmt: skip
-    units = [u for seed_units in plans.values() for u in seed_units]
-    progress = Progress(units)
+    paths = stages.Paths(workdir, tokenizer_dir, -(-tok.vocab_size // 64) * 64,
+                         tok.token_to_id("<image>"))  # fmt: skip
+    units = stages.plan(config, paths)
+    progress = Progress(units, workdir / "timings.json")
     for index, unit in enumerate(units, start=1):
         if unit.done():
             continue
         progress.report(unit, index, len(units))
+        start = time.monotonic()
         execute(unit)
-        progress.finished(unit)
+        progress.finished(unit, time.monotonic() - start)
 
-    rows, probes = [], []
-    for seed, seed_units in plans.items():
-        r, p = rows_of(seed_units, seed)
-        rows += r
-        probes += p
-    probes = _mean_probes(probes)
-    text, found = report.write_all(workdir, rows, probes)
+    seconds = progress.by_stage(units)
+    info = {**provenance(), "seconds": seconds, "wall_seconds": round(sum(seconds.values()), 1)}
+    results = collect(config, units, workdir, info)
+    results.validate()
+    results.save(workdir)
+    text, found = report.write_all(workdir, results, config.get("analysis"))
     print(text)
-    print(
-        f"results: {workdir / 'results.md'}, {workdir / 'results.csv'}, {workdir / 'results.png'}"
-    )
+    print(f"results: {workdir / 'results.md'}, {workdir / 'results.csv'}, "
+          f"{workdir / 'results.png'}")  # fmt: skip
     return {f.claim: f.reproduced for f in found}
-
-
-def _mean_probes(probes: list[dict]) -> list[dict]:
-    out = {}
-    for p in probes:
-        out.setdefault(p["encoder"], []).append(p["accuracy"])
-    return [{"encoder": e, "accuracy": sum(v) / len(v)} for e, v in sorted(out.items())]

@@ -1,10 +1,17 @@
-"""The study's runs as plain training and evaluation configs, one per stage and variant.
+"""The study's runs as plain training and evaluation configs, one per stage and arm.
 
-Workdir layout, per seed (`<workdir>/seed<k>/`):
-  tokenizer/                      byte-level BPE trained on the specimens texts
-  stage0/encoder/  stage0/llm/    component runs (base = the export at base_step)
-  stage1/<variant>/  stage2/<variant>/
-  eval/<variant>/  eval/options/  evaluation runs; every variant answers the same questions
+Workdir layout:
+  tokenizer/                     byte-level BPE trained on the specimens texts
+  components/                    stage 0, trained once and shared by every seed (the paper
+    llm-base/ llm-upgraded/        fixes its encoders and LLMs): two language models, each its
+                                   own complete run (the upgrade: more text, longer training);
+    filter/ kept.json              a filtering network (DFN's recipe: the contrastive model
+                                   trained on a small curated set) and the pairs it keeps;
+    encoder-base/ encoder-upgraded/  contrastive models of one architecture and budget, on the
+                                   raw pool and on the filtered pool;
+    ceiling.json                   ridge probes on each encoder's frozen features
+  options/                       the five-way option sets, mined once from the taxonomy
+  seed<k>/stage1/<arm>/ seed<k>/stage2/<arm>/ seed<k>/eval/<arm>/
 """
 
 from __future__ import annotations
@@ -21,43 +28,82 @@ from fgjax.train.init import export_dir
 LEVELS = {
     "encoder": ("base", "upgraded"),
     "llm": ("base", "upgraded"),
-    "pretrain_llm": ("frozen", "trained"),
+    "pretrain": ("frozen", "trained"),
 }
 
 
 @dataclasses.dataclass(frozen=True)
-class Variant:
+class Arm:
+    """One VLM recipe: encoder and LLM level, the LLM during alignment ("frozen", "trained",
+    or "none": no alignment stage), and the instruction data ("general" or "classify")."""
+
     encoder: str
     llm: str
-    pretrain_llm: str
+    pretrain: str
+    instruct: str = "general"
 
     @property
     def name(self) -> str:
-        return f"enc-{self.encoder}_llm-{self.llm}_pretrain-{self.pretrain_llm}"
+        if self.pretrain == "none":
+            return "noalign"
+        if self.instruct == "classify":
+            return "classify"
+        return f"enc-{self.encoder}_llm-{self.llm}_pretrain-{self.pretrain}"
+
+    @property
+    def aligned(self) -> str:
+        """The name of the stage-1 run this arm starts from (classification data changes only
+        instruction tuning, so that arm shares its twin's alignment)."""
+        return dataclasses.replace(self, instruct="general").name
+
+    def levels(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
 
 
-def variants() -> list[Variant]:
-    return [Variant(*v) for v in itertools.product(*LEVELS.values())]
+def arms() -> list[Arm]:
+    """The 2x2x2 grid, then the upgraded pair without alignment (finding 3) and with
+    classification data in instruction tuning (finding 4, Zhang et al. 2024's remedy)."""
+    grid = [Arm(*levels) for levels in itertools.product(*LEVELS.values())]
+    return grid + [Arm("upgraded", "upgraded", "none"), Arm("upgraded", "upgraded", "trained", "classify")]  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
 class Unit:
-    """One run: `kind` "train" or "eval", its config, workdir, and a cost weight for the ETA
-    (seconds on 2 CPU cores with the default config; only the ratios matter)."""
+    """One step of the study: `kind` "train", "eval", "filter" or "ceiling", its config and
+    workdir, the stage it belongs to (for timings), and a cost weight for the ETA (seconds
+    on 2 CPU cores with the default config; only the ratios matter)."""
 
     name: str
     kind: str
     config: ml_collections.ConfigDict
     workdir: Path
     weight: float
-    variant: Variant | None = None
+    stage: str
+    arm: Arm | None = None
+    seed: int | None = None
 
     def done(self) -> bool:
         if self.kind == "train":
             return native.is_native(export_dir(self.workdir))
-        return (self.workdir / "summary.json").is_file() and (
-            self.workdir / ".study-done"
-        ).is_file()
+        return (self.workdir / DONE[self.kind]).is_file()
+
+
+DONE = {"eval": ".study-done", "filter": "kept.json", "ceiling": "ceiling.json"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    root: Path
+    tokenizer: Path
+    vocab: int
+    image_token: int
+
+    @property
+    def components(self) -> Path:
+        return self.root / "components"
+
+    def seed(self, seed: int) -> Path:
+        return self.root / f"seed{seed}"
 
 
 def _train(
@@ -90,156 +136,180 @@ def _specimens(study, kind: str, **extra) -> dict:
     }
 
 
-def encoder_run(study, seed: int, root: Path, tokenizer: Path, vocab: int) -> Unit:
+def _contrastive(study, p: Paths, name: str, stage: str, steps: int, source: dict) -> Unit:
     e = study.encoder
-    c = _train(seed, e.steps, e.batch_size, e.lr, 50, study.checkpoint_every)
+    c = _train(study.component_seed, steps, e.batch_size, e.lr, 50, study.checkpoint_every)
     c.task, c.stage = "contrastive", None
     c.trainable = {"image": True, "text": True, "heads": True}
     c.model = dict(
-        encoder=e.preset, encoder_overrides=dict(e.overrides), text={**dict(e.text), "vocab_size": vocab},
-        embed_dim=e.embed_dim,
+        encoder=e.preset, encoder_overrides=dict(e.overrides),
+        text={**dict(e.text), "vocab_size": p.vocab}, embed_dim=e.embed_dim,
     )  # fmt: skip
-    c.data = dict(
-        sources=[_specimens(study, "captions", caption_kinds=list(e.caption_kinds))],
-        tokenizer=str(tokenizer),
-        max_length=e.text.max_length,
-        preprocess=None,
-    )
-    c.export_steps = [e.base_step]
-    return Unit(
-        "stage 0: contrastive encoder", "train", c, root / "stage0" / "encoder", e.steps * 0.27
-    )
+    c.data = dict(sources=[source], tokenizer=str(p.tokenizer), max_length=e.text.max_length,
+                  preprocess=None)  # fmt: skip
+    return Unit(name, "train", c, p.components / stage, steps * 0.12, "stage 0")
 
 
-def llm_run(study, seed: int, root: Path, tokenizer: Path, vocab: int) -> Unit:
-    m = study.llm
-    c = _train(seed, m.steps, m.batch_size, m.lr, 30, study.checkpoint_every)
-    c.task, c.stage = "lm", None
-    c.trainable = {"decoder": True}
-    c.model = dict(decoder=m.preset, decoder_overrides={**dict(m.overrides), "vocab_size": vocab})
-    c.data = dict(
-        sources=[_specimens(study, "text")],
-        tokenizer=str(tokenizer),
-        template="plain",
-        max_length=m.max_length,
-    )
-    c.export_steps = [m.base_step]
-    return Unit("stage 0: language model", "train", c, root / "stage0" / "llm", m.steps * 0.26)
+def filter_runs(study, p: Paths) -> list[Unit]:
+    """The filtering network (trained on curated pairs) and the pool selection it makes."""
+    f = study.filter
+    curated = _specimens(study, "curated", split="validation", size=f.curated_size)
+    train = _contrastive(study, p, "stage 0: filtering network", "filter", f.steps, curated)
+    c = ml_collections.ConfigDict()
+    c.model = f"run:{train.workdir}"
+    c.tokenizer = str(p.tokenizer)
+    c.pool = _specimens(study, "captions")
+    c.keep_fraction = f.keep_fraction
+    select = Unit("stage 0: filter the pool", "filter", c, p.components, 6.0, "stage 0")
+    return [train, select]
 
 
-def _snapshot(root: Path, which: str, level: str, study) -> str:
-    """The "run:" source of a stage-0 model: its base export or its final parameters."""
-    run = root / "stage0" / which
-    step = (study.encoder if which == "encoder" else study.llm).base_step
-    return f"run:{run}@{step}" if level == "base" else f"run:{run}"
+def encoder_runs(study, p: Paths) -> list[Unit]:
+    """Same architecture and budget; the upgrade trains on the pairs the filter kept."""
+    raw = _specimens(study, "captions")
+    kept = _specimens(study, "captions", keep=str(p.components / DONE["filter"]))
+    return [
+        _contrastive(study, p, f"stage 0: encoder ({level})", f"encoder-{level}",
+                     study.encoder.steps, source)
+        for level, source in (("base", raw), ("upgraded", kept))
+    ]  # fmt: skip
 
 
-def _component(root: Path, which: str, level: str, study) -> str:
+def llm_runs(study, p: Paths) -> list[Unit]:
+    """Each LLM level its own complete run: the upgrade reads more text for longer."""
+    m, units = study.llm, []
+    for level in LEVELS["llm"]:
+        own = m[level]
+        c = _train(study.component_seed, own.steps, m.batch_size, m.lr, 30, study.checkpoint_every)
+        c.task, c.stage = "lm", None
+        c.trainable = {"decoder": True}
+        c.model = dict(decoder=m.preset, decoder_overrides={**dict(m.overrides), "vocab_size": p.vocab})
+        c.data = dict(
+            sources=[_specimens(study, "text", text_fraction=own.text_fraction)],
+            tokenizer=str(p.tokenizer), template="plain", max_length=m.max_length,
+        )  # fmt: skip
+        units.append(Unit(f"stage 0: language model ({level})", "train", c,
+                          p.components / f"llm-{level}", own.steps * 0.15, "stage 0"))  # fmt: skip
+    return units
+
+
+def ceiling_run(study, p: Paths) -> Unit:
+    c = ml_collections.ConfigDict()
+    c.encoders = {level: f"run:{p.components / f'encoder-{level}'}" for level in LEVELS["encoder"]}
+    c.tokenizer = str(p.tokenizer)
+    c.train_size, c.resolution = study.eval.probe_train_size, study.resolution
+    c.dataset = test_set(study)
+    c.options_dir = str(p.root / "options")
+    return Unit("stage 0: probe ceilings", "ceiling", c, p.components, 8.0, "stage 0")
+
+
+def _component(p: Paths, which: str, level: str) -> str:
     """The init source of a VLM component: the encoder is the contrastive model's image tower."""
-    return _snapshot(root, which, level, study) + ("#image" if which == "encoder" else "")
+    return f"run:{p.components / f'{which}-{level}'}" + ("#image" if which == "encoder" else "")
 
 
-def _vlm_model(study, vocab: int, image_token: int) -> dict:
+def _vlm_model(study, p: Paths) -> dict:
     e, m = study.encoder, study.llm
     return dict(
-        encoder=e.preset, decoder=m.preset, projector="mlp2x_gelu", image_token_id=image_token,
-        encoder_overrides=dict(e.overrides), decoder_overrides={**dict(m.overrides), "vocab_size": vocab},
+        encoder=e.preset, decoder=m.preset, projector="mlp2x_gelu", image_token_id=p.image_token,
+        encoder_overrides=dict(e.overrides), decoder_overrides={**dict(m.overrides), "vocab_size": p.vocab},
     )  # fmt: skip
 
 
-def align_run(
-    study, seed: int, root: Path, tokenizer: Path, vocab: int, image_token: int, v: Variant
-) -> Unit:
+def _components(p: Paths, arm: Arm) -> dict:
+    return {"encoder": _component(p, "encoder", arm.encoder),
+            "decoder": _component(p, "llm", arm.llm)}  # fmt: skip
+
+
+def align_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
     a = study.align
     c = _train(seed, a.steps, a.batch_size, a.lr, 20, study.checkpoint_every)
     c.task = "vlm"
-    c.stage = "align" if v.pretrain_llm == "frozen" else "align_llm"
+    c.stage = "align" if arm.pretrain == "frozen" else "align_llm"
     c.optim.lr_mults = {"decoder": a.llm_lr_mult}
-    c.model = _vlm_model(study, vocab, image_token)
-    c.init = {
-        "encoder": _component(root, "encoder", v.encoder, study),
-        "decoder": _component(root, "llm", v.llm, study),
-    }
+    c.model = _vlm_model(study, p)
+    c.init = _components(p, arm)
     c.data = dict(
-        sources=[_specimens(study, "captions")],
-        tokenizer=str(tokenizer),
-        template="plain",
-        max_length=a.max_length,
-        preprocess=None,
-    )
-    weight = a.steps * (0.21 if v.pretrain_llm == "trained" else 0.15)
-    return Unit(f"stage 1: align {v.name}", "train", c, root / "stage1" / v.name, weight, v)
+        sources=[_specimens(study, "captions")], tokenizer=str(p.tokenizer), template="plain",
+        max_length=a.max_length, preprocess=None,
+    )  # fmt: skip
+    weight = a.steps * (0.07 if arm.pretrain == "trained" else 0.05)
+    return Unit(f"seed {seed}: align {arm.name}", "train", c, p.seed(seed) / "stage1" / arm.name,
+                weight, "stage 1", arm, seed)  # fmt: skip
 
 
-def finetune_run(
-    study, seed: int, root: Path, tokenizer: Path, vocab: int, image_token: int, v: Variant
-) -> Unit:
+def finetune_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
     f = study.finetune
     c = _train(seed, f.steps, f.batch_size, f.lr, 20, study.checkpoint_every)
     c.task, c.stage = "vlm", "finetune"
-    c.model = _vlm_model(study, vocab, image_token)
-    c.init = {"vlm": f"run:{root / 'stage1' / v.name}"}
+    c.model = _vlm_model(study, p)
+    if arm.pretrain == "none":  # straight from the components: a fresh projector
+        c.init = _components(p, arm)
+    else:
+        c.init = {"vlm": f"run:{p.seed(seed) / 'stage1' / arm.aligned}"}
+    sources = [_specimens(study, "instruct")]
+    if arm.instruct == "classify":
+        sources = [{**sources[0], "weight": 1 - f.classify_weight},
+                   _specimens(study, "classify", weight=f.classify_weight)]  # fmt: skip
     c.data = dict(
-        sources=[_specimens(study, "instruct")], tokenizer=str(tokenizer), template=study.template,
+        sources=sources, tokenizer=str(p.tokenizer), template=study.template,
         system=study.system, max_length=f.max_length, preprocess=None,
     )  # fmt: skip
-    return Unit(
-        f"stage 2: instruct {v.name}", "train", c, root / "stage2" / v.name, f.steps * 0.5, v
-    )
+    return Unit(f"seed {seed}: instruct {arm.name}", "train", c,
+                p.seed(seed) / "stage2" / arm.name, f.steps * 0.1, "stage 2", arm, seed)  # fmt: skip
 
 
-def eval_run(study, root: Path, tokenizer: Path, v: Variant) -> Unit:
+def test_set(study) -> dict:
+    """The one fixed test set of every seed and arm."""
+    return {"name": "specimens", "source": "specimens", "size": study.eval.size,
+            "resolution": study.resolution}  # fmt: skip
+
+
+def _benchmark(study, blank: bool) -> dict:
+    return {"name": "blank" if blank else "benchmark", "source": "specimens", "split": "test",
+            "size": study.eval.size, "resolution": study.resolution, "benchmark": True,
+            "blank": blank}  # fmt: skip
+
+
+READOUTS = {"letter": "letters", "cloze": "likelihood"}  # the study's names -> the evaluator's
+
+
+def eval_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
     ev = study.eval
-    if ev.negatives_from not in LEVELS["encoder"]:
-        raise ValueError(
-            f"eval.negatives_from={ev.negatives_from!r}: mine with one of {LEVELS['encoder']}"
-        )
     c = ml_collections.ConfigDict()
     c.job = "eval"
-    c.model = f"run:{root / 'stage2' / v.name}"
-    c.tokenizer, c.template, c.system = str(tokenizer), study.template, study.system
+    c.model = f"run:{p.seed(seed) / 'stage2' / arm.name}"
+    c.tokenizer, c.template, c.system = str(p.tokenizer), study.template, study.system
     c.batch_size, c.mesh, c.preprocess = ev.batch_size, {"data": -1}, None
-    c.datasets = [{
-        "name": "specimens", "source": "specimens", "size": ev.size, "resolution": study.resolution,
-        "train_size": ev.probe_train_size,
-    }]  # fmt: skip
+    c.datasets = [test_set(study)]
+    modes = list(READOUTS.values())
     c.protocols = {
-        "multiple_choice": {"k": 5, "seed": 0, "answer_modes": ["likelihood", "letters"]},
-        "likelihood": {"alphas": [], "no_image_prior": False, "primary": "sum"},
-        "general_qa": {
-            "sources": [
-                {
-                    "source": "specimens",
-                    "split": "test",
-                    "size": ev.size // 6,
-                    "forms": ["choice"],  # the table reports multiple choice only
-                    "resolution": study.resolution,
-                }
-            ],
-            "choice_modes": ["likelihood", "letters"],
-        },  # fmt: skip
-    }
-    if v.llm == "base" and v.pretrain_llm == "frozen":  # one probe per encoder: its frozen features
-        c.protocols["probe"] = {"features": ["vision_patch_mean"]}
-    c.negatives = {
-        "model": _snapshot(root, "encoder", ev.negatives_from, study),
-        "tokenizer": str(tokenizer),
-        "prompt": "a photo of a {}.",
-    }
-    c.options_dir = str(root / "eval" / "options")
-    return Unit(f"evaluate {v.name}", "eval", c, root / "eval" / v.name, ev.size * 0.06, v)
+        "multiple_choice": {"k": 5, "seed": 0, "answer_modes": modes},
+        "general_qa": {"sources": [_benchmark(study, False), _benchmark(study, True)],
+                       "choice_modes": modes},
+    }  # fmt: skip
+    c.negatives = {"miner": ev.miner}
+    c.options_dir = str(p.root / "options")
+    return Unit(f"seed {seed}: evaluate {arm.name}", "eval", c, p.seed(seed) / "eval" / arm.name,
+                ev.size * 0.015, "evaluation", arm, seed)  # fmt: skip
 
 
-def plan(study, seed: int, root: Path, tokenizer: Path, vocab: int, image_token: int) -> list[Unit]:
-    """Every run of one seed, in order."""
-    units = [
-        encoder_run(study, seed, root, tokenizer, vocab),
-        llm_run(study, seed, root, tokenizer, vocab),
-    ]
-    for v in variants():
-        units.append(align_run(study, seed, root, tokenizer, vocab, image_token, v))
-    for v in variants():
-        units.append(finetune_run(study, seed, root, tokenizer, vocab, image_token, v))
-    for v in variants():
-        units.append(eval_run(study, root, tokenizer, v))
+def components(study, p: Paths) -> list[Unit]:
+    """Stage 0, shared by the seeds, in order."""
+    return [*llm_runs(study, p), *filter_runs(study, p), *encoder_runs(study, p),
+            ceiling_run(study, p)]  # fmt: skip
+
+
+def seed_plan(study, p: Paths, seed: int) -> list[Unit]:
+    """Every run of one seed, in order: align, instruct and evaluate each arm."""
+    units = []
+    for arm in arms():
+        if arm.pretrain != "none" and arm.instruct == "general":  # classify reuses its twin's
+            units.append(align_run(study, p, seed, arm))
+        units += [finetune_run(study, p, seed, arm), eval_run(study, p, seed, arm)]
     return units
+
+
+def plan(study, p: Paths) -> list[Unit]:
+    seeds = range(int(study.first_seed), int(study.first_seed) + int(study.seeds))
+    return components(study, p) + [u for seed in seeds for u in seed_plan(study, p, seed)]

@@ -39,7 +39,8 @@ SOURCES: dict[str, Callable] = {
         int(spec.get("size", 20_000)),
         int(spec.get("resolution", 32)),
         int(spec.get("seed", 0)),
-        spec.get("caption_kinds"),
+        spec.get("keep"),
+        float(spec.get("text_fraction", 1.0)),
     ),
     "llava_json": lambda spec: LlavaJsonSource(
         spec["path"], spec.get("image_root"), strict=spec.get("strict", False)

@@ -1,5 +1,6 @@
-"""The study's run plan: which data each stage trains on."""
+"""The study's run plan: which data each stage trains on, what is shared, what every arm asks."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -8,34 +9,76 @@ from configs.study import mini
 from fgjax.study import stages
 from fgjax.train.data import make_source
 
+ROOT = Path("/nonexistent/study")
 
-def test_contrastive_encoder_trains_on_named_pairs_and_alignment_on_raw_alt_text():
-    study = mini.get_config("steps_scale=0.02")
+
+def plan(arg="steps_scale=0.02", **fields):
+    study = mini.get_config(arg)
     study.train_size = 300
-    units = stages.plan(study, 0, Path("/nonexistent/seed0"), Path("/nonexistent/tok"), 128, 3)
+    for key, value in fields.items():
+        setattr(study, key, value)
+    return study, stages.plan(study, stages.Paths(ROOT, ROOT / "tokenizer", 128, 3))
+
+
+def test_components_are_trained_once_and_every_seed_runs_every_arm():
+    study, units = plan("steps_scale=0.02,seeds=2,first_seed=100")
+    stage0 = [u for u in units if u.stage == "stage 0"]
+    assert all(u.workdir.is_relative_to(ROOT / "components") for u in stage0)
+    assert len(stage0) == 7  # 2 LLMs, the filter and its selection, 2 encoders, the ceilings
+    for seed in (100, 101):
+        mine = [u for u in units if u.seed == seed]
+        assert {u.arm.name for u in mine if u.kind == "eval"} == {a.name for a in stages.arms()}
+        assert len([u for u in mine if u.stage == "stage 1"]) == 8  # no stage 1 for noalign
+        assert all(u.workdir.is_relative_to(ROOT / f"seed{seed}") for u in mine)
+        assert all(u.config.seed == seed for u in mine if u.kind == "train")
+    assert {u.config.seed for u in stage0 if u.kind == "train"} == {study.component_seed}
+
+
+def test_each_llm_level_is_its_own_run_and_the_upgrade_reads_more_text_for_longer():
+    study, units = plan()
+    base, upgraded = (next(u for u in units if u.workdir.name == f"llm-{lvl}") for lvl in ("base", "upgraded"))
+    assert base.config.num_steps < upgraded.config.num_steps
+    assert not hasattr(base.config, "export_steps") or not base.config.get("export_steps")
+    assert len(make_source(base.config.data.sources[0])) < len(make_source(upgraded.config.data.sources[0]))
+
+
+def test_the_encoders_share_architecture_and_budget_and_differ_in_their_data(tmp_path):
+    study, units = plan()
+    enc = {u.workdir.name: u for u in units if u.workdir.name.startswith("encoder-")}
+    base, upgraded = enc["encoder-base"].config, enc["encoder-upgraded"].config
+    assert base.model == upgraded.model and base.num_steps == upgraded.num_steps
+    assert base.batch_size == upgraded.batch_size
+    assert "keep" not in base.data.sources[0]
+    assert upgraded.data.sources[0]["keep"] == str(ROOT / "components" / "kept.json")
+    # the filter is trained on curated pairs of another split, never on the pool
+    curated = next(u for u in units if u.workdir.name == "filter").config.data.sources[0]
+    assert curated["kind"] == "curated" and curated["split"] == "validation"
+
+
+def test_alignment_instruction_and_evaluation_of_each_arm():
+    study, units = plan()
     by_name = {u.name: u for u in units}
-    encoder = make_source(by_name["stage 0: contrastive encoder"].config.data.sources[0])
-    assert 60 < len(encoder) < 200  # about 40% of 300 pairs name the class
-    for i in range(len(encoder)):
-        assert encoder.data["caption_kind"][encoder.indices[i]] == "name"
-    align = [u for u in units if u.name.startswith("stage 1")]
-    assert len(align) == 8
-    for unit in align:
-        source = make_source(unit.config.data.sources[0])
-        assert len(source) == 300 and source.indices is None
+    arm = next(a for a in stages.arms() if a.pretrain == "frozen")
+    assert by_name[f"seed 0: align {arm.name}"].config.stage == "align"
+    noalign = by_name["seed 0: instruct noalign"].config
+    assert set(noalign.init) == {"encoder", "decoder"}  # straight from the components
+    classify = by_name["seed 0: instruct classify"].config
+    assert classify.init.vlm.endswith("stage1/enc-upgraded_llm-upgraded_pretrain-trained")
+    assert [s["kind"] for s in classify.data.sources] == ["instruct", "classify"]
+    evals = [u for u in units if u.kind == "eval"]
+    for unit in evals:  # one miner, one test set, one options folder for every arm and seed
+        assert unit.config.negatives.miner == "taxonomy"
+        assert unit.config.options_dir == str(ROOT / "options")
+        assert unit.config.datasets == evals[0].config.datasets
+        blank = unit.config.protocols.general_qa.sources[1]
+        assert blank["blank"] and blank["benchmark"]
 
 
-def test_negatives_are_mined_by_the_base_contrastive_model_as_the_paper_mines_with_clip():
+def test_an_unknown_analysis_field_fails_before_anything_runs(tmp_path):
+    from fgjax.study import report
+
     study = mini.get_config("steps_scale=0.02")
-    root = Path("/nonexistent/seed0")
-    units = [u for u in stages.plan(study, 0, root, Path("/tok"), 128, 3) if u.kind == "eval"]
-    assert len(units) == 8
-    for unit in units:
-        assert unit.config.negatives.model == f"run:{root}/stage0/encoder@{study.encoder.base_step}"
-    study.eval.negatives_from = "upgraded"
-    assert stages.eval_run(study, root, Path("/tok"), units[0].variant).config.negatives.model == (
-        f"run:{root}/stage0/encoder"
-    )
-    study.eval.negatives_from = "best"
-    with pytest.raises(ValueError, match="negatives_from='best'"):
-        stages.eval_run(study, root, Path("/tok"), units[0].variant)
+    study.analysis.control_margn = 5.0
+    with pytest.raises(ValueError, match="control_margn"):
+        report.settings(study.analysis)
+    assert json.loads(study.to_json_best_effort())["analysis"]["readout"] == "letter"

@@ -14,13 +14,15 @@ from fgjax.data.specimens.taxonomy import (
     classes,
     descriptions,
     family_names,
+    similarity,
 )
-from fgjax.data.specimens.text import CAPTION_KINDS, OPTION_SEP, split_options
+from fgjax.data.specimens.text import CAPTION_KINDS, NUMBER_WORDS, OPTION_SEP, split_options
 
 __all__ = [
     "CAPTION_KINDS",
     "DEFAULT_SIZES",
     "FAMILIES",
+    "NUMBER_WORDS",
     "OPTION_SEP",
     "Specimens",
     "SpecimensConfig",
@@ -32,5 +34,6 @@ __all__ = [
     "family_names",
     "generate",
     "generate_batches",
+    "similarity",
     "split_options",
 ]

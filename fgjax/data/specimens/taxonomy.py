@@ -157,3 +157,24 @@ def body_colour(cls: SpecimenClass) -> tuple[float, float, float]:
 def marking_colour(cls: SpecimenClass) -> tuple[float, float, float]:
     """Markings are a near-black tone of the family hue, the same for every shade."""
     return rgb(FAMILIES[cls.family].hue, 0.7, 0.2)
+
+
+FAMILY_BONUS = 1.5  # a shared family counts as much as 1.5 shared cues
+
+
+@functools.cache
+def similarity() -> tuple[tuple[float, ...], ...]:
+    """[C][C] how alike two classes are from the taxonomy alone: shared fine cues (shade,
+    pattern, form; 0-3) plus FAMILY_BONUS for the same family. A class's nearest classes are
+    its sibling (same family, two cues), other families' classes with all three cues, then its
+    family's one-cue look-alikes: hard negatives that need the fine cues, from the taxonomy
+    rather than from any model the study trains."""
+    cs = classes()
+    return tuple(
+        tuple(
+            float((a.shade == b.shade) + (a.pattern == b.pattern) + (a.form == b.form))
+            + FAMILY_BONUS * (a.family == b.family)
+            for b in cs
+        )
+        for a in cs
+    )
