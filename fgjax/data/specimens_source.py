@@ -46,7 +46,7 @@ CLASSIFY_QUESTION = "What type of object is in this photo?"
 # LLaVA-665K's short-caption instruction (its COCO/TextCaps rows): the instruct mix asks for the
 # image's alt-text caption this way -- no more fine-grained than the captions themselves.
 CAPTION_QUESTION = "Provide a one-sentence caption for the provided image."
-CAPTION_TURN_RATE = 0.3
+CAPTION_TURN_RATE = 0.5  # of short-answer records
 MAX_OPTIONS = 5
 KINDS = ("captions", "curated", "instruct", "classify", "text")
 MULTIPLE_CHOICE_RATE = 0.6  # of instruction and text questions asked as lettered options
@@ -115,17 +115,17 @@ class SpecimensSource:
 
     def _instruct(self, index: int) -> list[dict]:
         """One of the example's perception questions, as a short answer or as lettered
-        multiple choice (the correct letter uniform over the options), and in some records a
-        request for the alt-text caption."""
+        multiple choice (the correct letter uniform over the options); a short-answer record
+        sometimes also asks for the alt-text caption (never a lettered one, which would not
+        fit the study's rows)."""
         d, rng = self.data, self._rng(index)
-        picked = rng.permutation(len(d["questions"][index]))[:1]
-        pairs = []
-        for q in picked:
-            question, answer = d["questions"][index][q], d["answers"][index][q]
-            options = specimens.split_options(d["options"][index][q])
-            pairs.append(_question(rng, question, answer, options))
-        if rng.random() < CAPTION_TURN_RATE:
-            pairs.insert(int(rng.integers(len(pairs) + 1)), (CAPTION_QUESTION, d["caption"][index]))
+        q = int(rng.integers(len(d["questions"][index])))
+        question, answer = d["questions"][index][q], d["answers"][index][q]
+        options = specimens.split_options(d["options"][index][q])
+        pairs = [_question(rng, question, answer, options)]
+        lettered = pairs[0][1] in LETTERS and len(pairs[0][1]) == 1 and "\nA. " in pairs[0][0]
+        if not lettered and rng.random() < CAPTION_TURN_RATE:
+            pairs.insert(int(rng.integers(2)), (CAPTION_QUESTION, d["caption"][index]))
         first_question, first_answer = pairs[0]
         pairs[0] = (f"<image>\n{first_question}", first_answer)
         return _turns(pairs)
@@ -151,11 +151,11 @@ class SpecimensSource:
             return _fact_question_text(rng, int(d["family"][index % self.size]))
         if index >= self.size:
             return self.texts[(index - self.size) % len(self.texts)]
-        if rng.random() < 0.5:
+        if rng.random() < 0.3:
             return d["caption"][index]
         q = int(rng.integers(len(d["questions"][index])))
         question, answer = d["questions"][index][q], d["answers"][index][q]
-        if rng.random() < 0.5:
+        if rng.random() > MULTIPLE_CHOICE_RATE:
             return _chat(question, f"{answer}.")
         # which option a text names, by letter: the lettered-answer skill, in text
         options = specimens.split_options(d["options"][index][q])

@@ -68,9 +68,10 @@ def rules(a: dict) -> list[str]:
         "numbers are shown, not judged.",
         "Contrasts use chance-normalised accuracy, 100 * (acc - c) / (1 - c) with c the mean "
         "chance of the items: 0 is chance, 100 perfect.",
-        "A main effect is the mean over the 4 grid arms (instruction-tuned on general data) at "
-        "the upgraded level (pretraining: LLM trained) minus the mean over the 4 at the base "
-        "level (LLM frozen).",
+        "A main effect is the mean, over the pairs of grid arms (instruction-tuned on general "
+        "data) that differ only in the factor, of the upgraded arm (pretraining: LLM trained) "
+        "minus the base arm (LLM frozen); a pair is left out when either arm fails its image "
+        "control, and the finding is NOT JUDGED when no pair is left.",
         f"Intervals: {a['level']:.0%} percentile intervals of a two-stage paired bootstrap, "
         f"{a['bootstrap_samples']} replicates (seed {a['bootstrap_seed']}): seeds resampled with "
         "replacement, then the test images of each drawn seed, the same images for every arm.",
@@ -141,16 +142,23 @@ def controls(results: Results, a: dict, readout: str) -> dict[str, Control]:
     }
 
 
+def _signed(v: float) -> str:
+    return f"{round(float(v), 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
+
+
 def points(e: Estimate) -> str:
     """'+x.x [lo, hi] chance-normalised points, per seed a/b/c'."""
     low, high = e.interval
-    seeds = "/".join(f"{v:+.1f}" for v in e.per_seed)
-    return f"{e.point:+.1f} [{low:+.1f}, {high:+.1f}] chance-normalised points, per seed {seeds}"
+    seeds = "/".join(_signed(v) for v in e.per_seed)
+    return (f"{_signed(e.point)} [{_signed(low)}, {_signed(high)}] chance-normalised points, "
+            f"per seed {seeds}")  # fmt: skip
 
 
 def _times(e: Estimate) -> str:
     low, high = e.interval
-    seeds = "/".join(f"{v:.2f}" for v in e.per_seed)
+    seeds = "/".join(f"{v:.2f}" if np.isfinite(v) else "undefined" for v in e.per_seed)
+    if not (np.isfinite(e.point) and np.isfinite(low) and np.isfinite(high)):
+        return f"{e.point:.2f}, interval undefined (its denominator's includes zero), per seed {seeds}"
     return f"{e.point:.2f} [{low:.2f}, {high:.2f}], per seed {seeds}"
 
 
@@ -162,10 +170,13 @@ def _unclear(named: dict[str, Estimate]) -> str:
 # Each finding's rule on one read-out: (passes, why, lines, contrasts it judges).
 
 
-def _llm(results: Results, r: str, a: dict):
-    df, dg = main_effect(results, "llm", f"fine_{r}"), main_effect(results, "llm", f"general_{r}")
+def _llm(results: Results, r: str, a: dict, keep):
+    df = main_effect(results, "llm", f"fine_{r}", keep=keep)
+    dg = main_effect(results, "llm", f"general_{r}", keep=keep)
+    if not df:
+        return None
     parts = _parts(results)
-    per_part = [main_effect(results, "llm", f"general_{r}", p) for p in parts]
+    per_part = [main_effect(results, "llm", f"general_{r}", p, keep) for p in parts]
     ef, eg, *ep = _boot(results, a, [df, dg, *per_part])
     q, eq = stats.ratio(ef, eg, a["level"]), a["equal_ratio"]
     both = stats.clear(ef) and stats.clear(eg)
@@ -184,9 +195,11 @@ def _llm(results: Results, r: str, a: dict):
     return ok, why, lines, [df, dg]
 
 
-def _encoder(results: Results, r: str, a: dict):
-    df = main_effect(results, "encoder", f"fine_{r}")
-    dg = main_effect(results, "encoder", f"general_{r}")
+def _encoder(results: Results, r: str, a: dict, keep):
+    df = main_effect(results, "encoder", f"fine_{r}", keep=keep)
+    dg = main_effect(results, "encoder", f"general_{r}", keep=keep)
+    if not df:
+        return None
     ef, eg, ed = _boot(results, a, [df, dg, df + scaled(dg, -1.0)])
     ok = stats.clear(ef) and stats.clear(ed)
     why = "both clear" if ok else _unclear({"df": ef, "df - dg": ed})
@@ -198,10 +211,12 @@ def _encoder(results: Results, r: str, a: dict):
     return ok, why, lines, [df, dg]
 
 
-def _pretrain(results: Results, r: str, a: dict):
+def _pretrain(results: Results, r: str, a: dict, keep):
     twin, noalign = find_arm(results, **TWIN), find_arm(results, **NOALIGN)
     aligned = stats.difference(twin, noalign, f"fine_{r}")
-    trained = main_effect(results, "pretrain", f"fine_{r}")
+    trained = main_effect(results, "pretrain", f"fine_{r}", keep=keep)
+    if not trained:
+        return None
     ea, et = _boot(results, a, [aligned, trained])
     ok = stats.clear(ea) and stats.clear(et)
     why = "both clear" if ok else _unclear({"pretraining vs none": ea, "trained vs frozen": et})
@@ -212,7 +227,7 @@ def _pretrain(results: Results, r: str, a: dict):
     return ok, why, lines, [aligned, trained]
 
 
-def _classify(results: Results, r: str, a: dict):
+def _classify(results: Results, r: str, a: dict, keep):
     twin, classify = find_arm(results, **TWIN), find_arm(results, **CLASSIFY)
     gain = stats.difference(classify, twin, f"fine_{r}")
     gap = stats.term("upgraded", stats.PROBE5) + stats.term(twin, f"fine_{r}", weight=-1.0)
@@ -245,7 +260,13 @@ def judge(results: Results, analysis=None) -> tuple[dict[str, dict[str, Control]
     for number, (claim, rule) in enumerate(zip(CLAIMS, RULES), start=1):
         verdicts = {}
         for r in (a["readout"], a["secondary"]):
-            ok, why, lines, contrasts = rule(results, r, a)
+            keep = {n for n, c in ctl[r].items() if c.passed}
+            judged = rule(results, r, a, keep)
+            if judged is None:  # a main effect with no pair of arms passing the control
+                why = "image control failed by every pair of arms the main effect compares"
+                verdicts[r] = (NOT_JUDGED, why, [why], [])
+                continue
+            ok, why, lines, contrasts = judged
             arms = [n for n in results.arms if any(n in stats.arms_of(c) for c in contrasts)]
             failed = [n for n in arms if not ctl[r][n].passed]
             if failed:

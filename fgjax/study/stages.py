@@ -211,7 +211,7 @@ def _component(p: Paths, which: str, level: str) -> str:
 def _vlm_model(study, p: Paths) -> dict:
     e, m = study.encoder, study.llm
     return dict(
-        encoder=e.preset, decoder=m.preset, projector="mlp2x_gelu", image_token_id=p.image_token,
+        encoder=e.preset, decoder=m.preset, projector=study.projector, image_token_id=p.image_token,
         encoder_overrides=dict(e.overrides), decoder_overrides={**dict(m.overrides), "vocab_size": p.vocab},
     )  # fmt: skip
 

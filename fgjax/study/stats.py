@@ -75,15 +75,26 @@ def grid_arms(results: Results) -> dict[str, dict[str, str]]:
     return {find_arm(results, **levels): levels for levels in GRID}
 
 
-def main_effect(results: Results, factor: str, metric: str, part: str | None = None) -> Contrast:
-    """Mean over the grid arms at the factor's second level minus mean over those at its first
-    (pretrain: trained - frozen), the other factors averaged out."""
+def main_effect(
+    results: Results, factor: str, metric: str, part: str | None = None, keep=None
+) -> Contrast:
+    """The factor's effect (pretrain: trained - frozen), the other factors averaged out: the
+    mean, over pairs of grid arms that differ only in `factor`, of high-level minus low-level.
+    keep: the arms allowed (e.g. those passing their image control); a pair with an arm not
+    kept is left out, so a broken arm never enters an effect. Empty when no pair is left."""
     low, high = LEVELS[factor][:2]
     grid = grid_arms(results)
+    pairs = []
+    for name, levels in grid.items():
+        if levels[factor] != low:
+            continue
+        partner = find_arm(results, **{**levels, factor: high})
+        if keep is None or (name in keep and partner in keep):
+            pairs.append((partner, name))
     contrast = ()
-    for level, sign in ((high, 1.0), (low, -1.0)):
-        names = [n for n, levels in grid.items() if levels[factor] == level]
-        contrast += tuple(Term(sign / len(names), n, metric, part) for n in names)
+    for high_arm, low_arm in pairs:
+        contrast += (Term(1 / len(pairs), high_arm, metric, part),
+                     Term(-1 / len(pairs), low_arm, metric, part))  # fmt: skip
     return contrast
 
 
@@ -201,6 +212,9 @@ def ratio(numerator: Estimate, denominator: Estimate, level: float = 0.95) -> Es
         point = float(np.float64(numerator.point) / denominator.point)
         reps = numerator.replicates / denominator.replicates
         per_seed = numerator.per_seed / denominator.per_seed
+    low, high = denominator.interval
+    if low <= 0 <= high or not np.all(np.isfinite(reps)):  # a ratio near 0/0 has no interval
+        return Estimate(point, per_seed, (float("nan"), float("nan")), reps)
     return Estimate(point, per_seed, _percentiles(reps, level), reps)
 
 

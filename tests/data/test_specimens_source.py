@@ -49,7 +49,7 @@ def test_instruct_records_ask_general_questions_with_correct_answers(instruct):
         # no class name is taught by the instruction data beyond what the captions say
         name = specimens.class_names()[instruct.data["label"][i]]
         assert not any(name in t["value"] for t in turns if t["value"] != instruct.data["caption"][i])
-    assert 0.2 < caption_turns / len(instruct) < 0.4
+    assert 0.12 < caption_turns / len(instruct) < 0.28  # half the short-answer records
     # among 5-option questions, the correct letter is spread over A..E
     counts = np.asarray([letters.count((5, x)) for x in LETTERS[:5]])
     assert counts.min() > 0.5 * counts.mean(), counts

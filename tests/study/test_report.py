@@ -151,7 +151,7 @@ def test_chance_normalisation():
 
 @pytest.mark.parametrize(
     "blind, expected",
-    [(CLASSIFY, [R_, R_, R_, NJ]), (NOALIGN, [R_, R_, NJ, R_]), (GRID[0], [NJ, NJ, NJ, R_])],
+    [(CLASSIFY, [R_, R_, R_, NJ]), (NOALIGN, [R_, R_, NJ, R_]), (GRID[0], [R_, R_, R_, R_])],
 )
 def test_an_image_blind_arm_fails_the_control_and_its_findings_are_not_judged(blind, expected):
     r = build()
@@ -164,6 +164,23 @@ def test_an_image_blind_arm_fails_the_control_and_its_findings_are_not_judged(bl
     assert [c.arm for c in ctl["letter"].values() if not c.passed] == [name]
     assert verdicts(found) == expected
     assert all(name in f.reason for f in found if f.verdict == NJ)
+    # a blind grid arm leaves the main effects, with its partner: never averaged in
+    assert all(name not in f.arms for f in found[:3]) or blind is not GRID[0]
+
+
+def test_main_effects_use_only_pairs_of_arms_that_pass_the_control():
+    r = build()
+    where = PART_OF == "perception"
+    frozen = [index(r, levels) for levels in GRID if levels["pretrain"] == "frozen"]
+    for a in frozen:  # every LLM-frozen arm image-blind
+        for readout in ("letter", "cloze"):
+            r.correct[f"blank_{readout}"][:, a, where] = r.correct[f"general_{readout}"][:, a, where]
+    keep = {n for n in r.names if r.names.index(n) not in frozen}
+    effect = stats.main_effect(r, "encoder", "fine_letter", keep=keep)
+    assert len(effect) == 4 and stats.arms_of(effect).isdisjoint(r.names[a] for a in frozen)
+    assert stats.main_effect(r, "pretrain", "fine_letter", keep=keep) == ()
+    ctl, found = report.judge(r, FAST)
+    assert verdicts(found) == [R_, R_, NJ, R_]  # trained vs frozen: no pair left to compare
 
 
 def test_a_tiny_effect_is_not_reproduced():

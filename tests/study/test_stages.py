@@ -81,4 +81,4 @@ def test_an_unknown_analysis_field_fails_before_anything_runs(tmp_path):
     study.analysis.control_margn = 5.0
     with pytest.raises(ValueError, match="control_margn"):
         report.settings(study.analysis)
-    assert json.loads(study.to_json_best_effort())["analysis"]["readout"] == "letter"
+    assert json.loads(study.to_json_best_effort())["analysis"]["readout"] == "cloze"
