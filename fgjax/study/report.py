@@ -264,7 +264,10 @@ def judge(results: Results, analysis=None) -> tuple[dict[str, dict[str, Control]
             judged = rule(results, r, a, keep)
             if judged is None:  # a main effect with no pair of arms passing the control
                 why = "image control failed by every pair of arms the main effect compares"
-                verdicts[r] = (NOT_JUDGED, why, [why], [])
+                # shown for information: the same contrasts over every arm, broken ones included
+                every = rule(results, r, a, None)[2]
+                lines = [why] + [f"over every arm, not judged: {line}" for line in every]
+                verdicts[r] = (NOT_JUDGED, why, lines, [])
                 continue
             ok, why, lines, contrasts = judged
             arms = [n for n in results.arms if any(n in stats.arms_of(c) for c in contrasts)]

@@ -2,8 +2,8 @@
 
 config.data:
   sources   list of {name, weight, ...}: "llava_json" (path, image_root) for LLaVA-558K/665K,
-            "specimens" (kind = "captions" | "instruct" | "classify" | "text", split, size,
-            resolution, seed, caption_kinds) for the built-in data (fgjax/data/specimens_source.py)
+            "specimens" (kind = "captions" | "curated" | "instruct" | "classify" | "text", split, size,
+            resolution, seed, keep, text_fraction) for the built-in data (fgjax/data/specimens_source.py)
   tokenizer a tokenizer.json / sentencepiece file or directory
   template  prompt template name ("plain", "vicuna_v1", ...)
   max_length, preprocess (image mode, None for the tower's default), strict (bad rows raise)
