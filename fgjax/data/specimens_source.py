@@ -123,7 +123,7 @@ class SpecimensSource:
         question, answer = d["questions"][index][q], d["answers"][index][q]
         options = specimens.split_options(d["options"][index][q])
         pairs = [_question(rng, question, answer, options)]
-        lettered = pairs[0][1] in LETTERS and len(pairs[0][1]) == 1 and "\nA. " in pairs[0][0]
+        lettered = "\nA. " in pairs[0][0]  # its options are listed
         if not lettered and rng.random() < CAPTION_TURN_RATE:
             pairs.insert(int(rng.integers(2)), (CAPTION_QUESTION, d["caption"][index]))
         first_question, first_answer = pairs[0]
