@@ -1,4 +1,4 @@
-"""Room on disk for a large write, checked before it starts.
+"""Room on disk for a large write, checked before it starts; small files written atomically.
 
 A checkpoint that fills the disk half-way fails deep inside Orbax's writer threads, with
 pages of tracebacks from every thread and a half-written temporary directory. Checking the
@@ -60,3 +60,15 @@ def check_room(directory: str | Path, tree: Any, what: str, advice: str = "") ->
                 f"{needed / 2**20:.1f} MiB and {free / 2**20:.1f} MiB are free. {advice}"
             )
         raise DiskFullError(f"another process has no room for {what} in {directory}. {advice}")
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Writes a small file so that readers see the old file or the new one, never half of one
+    (written next to it, then renamed over it)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if isinstance(data, str):
+        tmp.write_text(data)
+    else:
+        tmp.write_bytes(data)
+    tmp.replace(path)

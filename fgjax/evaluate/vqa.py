@@ -89,7 +89,7 @@ def specimens_questions(spec: dict) -> list[dict]:
     uniform mid-grey one (the image control: what a model answers without seeing anything).
     """
     from fgjax.data import specimens
-    from fgjax.data.specimens import benchmark, scenes
+    from fgjax.data.specimens import benchmark
 
     split = spec.get("split", "test")
     data = specimens.generate(
@@ -103,16 +103,13 @@ def specimens_questions(spec: dict) -> list[dict]:
         return grey if blank else data["image"][i]
 
     if spec.get("benchmark"):
-        out = []
-        for i, example_id in enumerate(data["id"]):
-            rng = scenes.example_rng(int(spec.get("seed", 0)), split, i, BENCHMARK_STREAM)
-            count = specimens.NUMBER_WORDS.index(data["answers"][i][0])  # the count question
-            perception = list(zip(data["questions"][i], data["answers"][i], data["options"][i]))
-            q = benchmark.general_question(rng, i, int(data["family"][i]), count, perception)
-            out.append({"image": image(i), "question": q["question"], "type": q["part"],
-                        "id": f"{example_id}/general", "options": q["options"],
-                        "answer": q["options"].index(q["answer"])})  # fmt: skip
-        return out
+        asked = benchmark.questions(data, split, int(spec.get("seed", 0)))
+        return [
+            {"image": image(i), "question": q["question"], "type": q["part"],
+             "id": f"{example_id}/general", "options": q["options"],
+             "answer": q["options"].index(q["answer"])}
+            for i, (example_id, q) in enumerate(zip(data["id"], asked))
+        ]  # fmt: skip
     forms = set(spec.get("forms", ("short", "choice")))
     if not forms or forms - {"short", "choice"}:
         raise ValueError(f"forms must be a non-empty subset of short, choice; got {sorted(forms)}")
@@ -129,9 +126,6 @@ def specimens_questions(spec: dict) -> list[dict]:
                 out.append({**base, "id": f"{example_id}/q{j}/choice", "options": options,
                             "answer": options.index(answer)})  # fmt: skip
     return out
-
-
-BENCHMARK_STREAM = 3  # the benchmark questions' own random stream (scenes.py uses 0-2)
 
 
 SOURCES: dict[str, Callable[[dict], list[dict]]] = {

@@ -30,15 +30,10 @@ from fgjax.data.tokenizer import caption_ids, load_tokenizer
 from fgjax.evaluate import choices, datasets, loading, negatives
 from fgjax.evaluate.probe import split_train_val
 from fgjax.evaluate.prompts import pad_prompts
+from fgjax.storage import write_atomic
 
 LAMBDAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
 BATCH = 250
-
-
-def _write_json(path: Path, payload) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(path)  # complete or absent
 
 
 def pair_scores(model, tokenizer, pixels: np.ndarray, captions: list[str]) -> np.ndarray:
@@ -72,8 +67,8 @@ def select_pool(config, workdir: Path) -> dict:
         "pool_by_caption_kind": {k: int((kinds == k).sum()) for k in specimens.CAPTION_KINDS},
     }  # fmt: skip
     logging.info("data filter: %s", summary)
-    _write_json(workdir / "filter_summary.json", summary)
-    _write_json(workdir / "kept.json", kept.tolist())
+    write_atomic(workdir / "filter_summary.json", json.dumps(summary))
+    write_atomic(workdir / "kept.json", json.dumps(kept.tolist()))
     return summary
 
 
@@ -130,5 +125,5 @@ def ceiling(config, workdir: Path) -> dict:
         }
         logging.info("ceiling %s: five-way %.3f, 100-way %.3f", level,
                      np.mean(out[level]["probe5"]), out[level]["probe100"])  # fmt: skip
-    _write_json(workdir / "ceiling.json", out)
+    write_atomic(workdir / "ceiling.json", json.dumps(out))
     return out

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from fgjax.study import report
-from fgjax.study.results import READOUTS, Results
+from fgjax.study.results import READOUTS, Results, title
 
 BEGIN, END = "<!-- study-results:begin -->", "<!-- study-results:end -->"
 
@@ -45,7 +45,7 @@ def section(workdir, results: Results, analysis=None) -> str:
     ctl, found = report.judge(results, a)
     table = report.arm_table(results, a)
     out = io.StringIO()
-    out.write(f"{report.title(results)}. {_provenance(workdir, results.info)}\n\n")
+    out.write(f"{title(results)}. {_provenance(workdir, results.info)}\n\n")
     out.write(f"Accuracy in %, mean over seeds [{a['level']:.0%} two-stage bootstrap interval]; "
               f"findings judged on the {a['readout']} read-out.\n\n")  # fmt: skip
     headers = [f"{q} {r}" for q in ("fine", "general") for r in READOUTS]

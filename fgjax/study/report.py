@@ -1,5 +1,5 @@
 """The study's report: the per-arm table, the image control, the paper's four findings judged
-by rules declared before the run, and a plot of fine-grained against general accuracy.
+by rules declared before the run (the plot of fine-grained against general accuracy: plot.py).
 
 The analysis (read-out, bootstrap, thresholds) comes from the study config's `analysis` field,
 so it is fixed before any number exists; `rules` prints it as the report applies it. Findings
@@ -19,8 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
-from fgjax.study import stats
-from fgjax.study.results import CLASSIFY, NOALIGN, PARTS, READOUTS, TWIN, Results, find_arm, rows
+from fgjax.study import plot, stats
+from fgjax.study.results import (
+    CLASSIFY,
+    NOALIGN,
+    PARTS,
+    READOUTS,
+    TWIN,
+    Results,
+    chance_percent,
+    find_arm,
+    rows,
+    title,
+)  # fmt: skip
 from fgjax.study.stats import Estimate, main_effect, scaled
 
 DEFAULTS = dict(
@@ -41,7 +52,6 @@ CLAIMS = (
     "Instruction tuning with classification data closes much of the gap to the linear probe "
     "(Zhang et al. 2024).",
 )
-SHORT = ("a better LLM", "a better encoder", "pretraining", "classification data")
 
 
 def settings(analysis=None) -> dict:
@@ -311,17 +321,6 @@ def cell(e: Estimate) -> str:
     return f"{e.point:.1f} [{e.interval[0]:.1f}, {e.interval[1]:.1f}]"
 
 
-def _chance(results: Results, metric: str, part: str | None) -> float:
-    chance = np.asarray(results.chance[metric])
-    return 100 * float(chance[np.asarray(results.parts) == part].mean() if part else chance.mean())
-
-
-def title(results: Results) -> str:
-    S, N = len(results.seeds), len(results.parts)
-    return (f"Miniature study: fine-grained knowledge of VLMs ({S} seed{'s' * (S > 1)}, "
-            f"{N} test images)")  # fmt: skip
-
-
 def markdown(results: Results, a: dict, table: dict, ctl: dict, found: list[Finding]) -> str:
     cols = columns(results, a)
     out = io.StringIO()
@@ -338,7 +337,7 @@ def markdown(results: Results, a: dict, table: dict, ctl: dict, found: list[Find
         cells = [name, *(levels[f] for f in ("encoder", "llm", "pretrain", "instruct"))]
         cells += [cell(table[h][name]) for h, _, _ in cols]
         out.write("| " + " | ".join(cells) + " |\n")
-    chance = [f"{_chance(results, m, p):.1f}" for _, m, p in cols]
+    chance = [f"{chance_percent(results, m, p):.1f}" for _, m, p in cols]
     out.write("| chance | | | | | " + " | ".join(chance) + " |\n\n")
 
     out.write("Probes on frozen encoder features (no language model):\n\n")
@@ -372,91 +371,6 @@ def markdown(results: Results, a: dict, table: dict, ctl: dict, found: list[Find
     return out.getvalue()
 
 
-def _arrows(results: Results) -> list[tuple[list[str], list[tuple[str, str]]]]:
-    """Per finding: (the arms to draw, arrows from base to changed arm)."""
-    grid = stats.grid_arms(results)
-
-    def changed(name, factor):
-        high = {"pretrain": "trained"}.get(factor, "upgraded")
-        return find_arm(results, **{**grid[name], factor: high})
-
-    def steps(factor):
-        low = {"pretrain": "frozen"}.get(factor, "base")
-        return [(n, changed(n, factor)) for n, levels in grid.items() if levels[factor] == low]
-
-    twin, noalign = find_arm(results, **TWIN), find_arm(results, **NOALIGN)
-    classify = find_arm(results, **CLASSIFY)
-    return [
-        (list(grid), steps("llm")),
-        (list(grid), steps("encoder")),
-        ([*grid, noalign], [(noalign, twin), *steps("pretrain")]),
-        ([twin, classify], [(twin, classify)]),
-    ]
-
-
-def plot(path: Path, results: Results, a: dict, table: dict, found: list[Finding]) -> None:
-    """One panel per finding: fine-grained against general accuracy (primary read-out) of the
-    arms it compares, with intervals both ways and arrows from base to changed arm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    r = a["readout"]
-    fine, general = table[f"fine {r}"], table[f"general {r}"]
-    markers = {("base", "base"): "o", ("base", "upgraded"): "s",
-               ("upgraded", "base"): "^", ("upgraded", "upgraded"): "D"}  # fmt: skip
-    colors = {"frozen": "tab:blue", "trained": "tab:orange", "none": "0.5", "classify": "tab:green"}
-    probe_colors = {"base": "tab:purple", "upgraded": "tab:red"}
-
-    def color(levels):
-        return colors["classify" if levels["instruct"] == "classify" else levels["pretrain"]]
-
-    fig, axes = plt.subplots(1, 4, figsize=(20, 5.2), sharex=True, sharey=True)
-    for ax, f, short, (arms, arrows) in zip(axes, found, SHORT, _arrows(results)):
-        for name in arms:
-            levels, x, y = results.arms[name], general[name], fine[name]
-            ax.errorbar(
-                x.point, y.point,
-                xerr=[[x.point - x.interval[0]], [x.interval[1] - x.point]],
-                yerr=[[y.point - y.interval[0]], [y.interval[1] - y.point]],
-                marker=markers[(levels["encoder"], levels["llm"])], color=color(levels),
-                markersize=8, linestyle="none", capsize=2, alpha=0.9,
-            )  # fmt: skip
-        for base, changed in arrows:
-            ax.annotate(
-                "", xy=(general[changed].point, fine[changed].point),
-                xytext=(general[base].point, fine[base].point),
-                arrowprops=dict(arrowstyle="->", color="0.3", lw=1.4),
-            )  # fmt: skip
-        # the probes answer the same five-way questions, so they share the fine-grained axis
-        for level, e in table["probe5"].items():
-            ax.axhline(e.point, color=probe_colors[level], linestyle="--", lw=1)
-        ax.axhline(_chance(results, f"fine_{r}", None), color="0.6", linestyle=":", lw=1)
-        ax.axvline(_chance(results, f"general_{r}", None), color="0.6", linestyle=":", lw=1)
-        ax.set_title(f"{f.number}. {short}: {f.verdict}", fontsize=10)
-        ax.set_xlabel(f"general questions accuracy (%, {r})")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"fine-grained five-way accuracy (%, {r})")
-    line = plt.Line2D
-    handles = [line([], [], marker=m, color="0.3", linestyle="none", label=f"encoder {e}, LLM {l}")
-               for (e, l), m in markers.items()]  # fmt: skip
-    handles += [line([], [], marker="o", color=c, linestyle="none",
-                     label="instruction-tuned with classification data" if k == "classify"
-                     else "no pretraining" if k == "none" else f"LLM {k} in pretraining")
-                for k, c in colors.items()]  # fmt: skip
-    handles += [line([], [], color=c, linestyle="--",
-                     label=f"ridge probe on the five-way questions ({k} encoder)")
-                for k, c in probe_colors.items()]  # fmt: skip
-    handles += [line([], [], color="0.6", linestyle=":", label="chance")]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.suptitle(f"{title(results)}: arrows point from the base to the changed arm; "
-                 f"bars: {a['level']:.0%} intervals")  # fmt: skip
-    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def write_csv(path: Path, results: Results) -> None:
     table = rows(results)
     with path.open("w", newline="") as f:
@@ -475,7 +389,7 @@ def write_all(workdir, results: Results, analysis=None) -> tuple[str, list[Findi
     write_csv(workdir / "results.csv", results)
     text = markdown(results, a, table, ctl, found)
     (workdir / "results.md").write_text(text)
-    plot(workdir / "results.png", results, a, table, found)
+    plot.plot(workdir / "results.png", results, a, table, found)
     return text, found
 
 

@@ -18,10 +18,11 @@ import dataclasses
 import io
 import itertools
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from fgjax.storage import write_atomic
 
 LEVELS = {
     "encoder": ("base", "upgraded"),
@@ -68,14 +69,14 @@ class Results:
                 arrays[f"{group}/{key}"] = np.asarray(value, np.float32)
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
-        _write_atomic(directory / "results.npz", buffer.getvalue())
+        write_atomic(directory / "results.npz", buffer.getvalue())
         meta = dict(
             seeds=[int(s) for s in self.seeds],
             arms=[[name, dict(levels)] for name, levels in self.arms.items()],  # keeps the order
             probe100={k: float(v) for k, v in self.probe100.items()},
             info=self.info,
         )
-        _write_atomic(directory / "results.json", json.dumps(meta, indent=2, default=str).encode())
+        write_atomic(directory / "results.json", json.dumps(meta, indent=2, default=str).encode())
 
     @classmethod
     def load(cls, directory) -> Results:
@@ -186,7 +187,13 @@ def _check_binary(what: str, values) -> None:
         raise ValueError(f"{what} must hold only 0 and 1")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+def chance_percent(results: Results, metric: str, part: str | None = None) -> float:
+    """The mean chance of a metric's items (of one general part), in %."""
+    chance = np.asarray(results.chance[metric])
+    return 100 * float(chance[np.asarray(results.parts) == part].mean() if part else chance.mean())
+
+
+def title(results: Results) -> str:
+    S, N = len(results.seeds), len(results.parts)
+    return (f"Miniature study: fine-grained knowledge of VLMs ({S} seed{'s' * (S > 1)}, "
+            f"{N} test images)")  # fmt: skip

@@ -24,6 +24,7 @@ import numpy as np
 
 from fgjax.data.specimens import benchmark
 from fgjax.evaluate import datasets
+from fgjax.storage import write_atomic
 from fgjax.study import components, report, stages
 from fgjax.study.results import Results
 
@@ -74,9 +75,7 @@ class Progress:
     def finished(self, unit: stages.Unit, seconds: float) -> None:
         self.done += unit.weight
         self.seconds[unit.name] = round(seconds, 2)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.seconds, indent=1))
-        tmp.replace(self.path)
+        write_atomic(self.path, json.dumps(self.seconds, indent=1))
 
     def by_stage(self, units: list[stages.Unit]) -> dict[str, float]:
         out: dict[str, float] = {}

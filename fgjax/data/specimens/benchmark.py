@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fgjax.data.specimens import facts, taxonomy, text
+from fgjax.data.specimens import facts, scenes, taxonomy, text
 
 PARTS = ("perception", "knowledge", "reasoning")
 MAX_OPTIONS = 5
@@ -62,6 +62,18 @@ def general_question(
         kind = ("habitat", "diet")[int(rng.integers(2))]
         question, answer, options = reasoning_question(rng, family, count, kind, REASONING[kind])
     return {"part": part, "question": question, "answer": answer, "options": options}
+
+
+def questions(data: dict, split: str, seed: int) -> list[dict]:
+    """The general question of every example of `data` (as specimens.generate returns it),
+    example i drawn from its own stream (seed, split, i, BENCHMARK_STREAM)."""
+    out = []
+    for i in range(len(data["id"])):
+        rng = scenes.example_rng(seed, split, i, scenes.BENCHMARK_STREAM)
+        count = text.NUMBER_WORDS.index(data["answers"][i][0])  # the count question's answer
+        perception = list(zip(data["questions"][i], data["answers"][i], data["options"][i]))
+        out.append(general_question(rng, i, int(data["family"][i]), count, perception))
+    return out
 
 
 def reasoning_question(

@@ -37,7 +37,7 @@ BORDER_PROB = 0.3
 BORDER_MIN_CONTRAST = 0.35  # RGB distance: a border must stand out from the background
 
 # Stream tags: separate streams keep images unchanged when, say, caption templates change.
-SCENE_STREAM, TEXT_STREAM, LABEL_STREAM = 0, 1, 2
+SCENE_STREAM, TEXT_STREAM, LABEL_STREAM, BENCHMARK_STREAM = 0, 1, 2, 3
 
 
 def split_index(split: str) -> int:
