@@ -76,12 +76,18 @@ def get_config(arg=None):
     )
     # stage 1: alignment on captions (projector; plus the LLM, at 0.3x the projector's
     # learning rate -- its own pretraining peak -- in the "trained" arms)
-    c.align = dict(steps=steps(80), batch_size=64, max_length=32, lr=1e-2, llm_lr_mult=0.3)
+    # loss_tokens_per_row: the LM head runs only at the loss positions (a caption's <= 13 of 32
+    # tokens, an answer's <= 18 of 96 in the world's 10,000 records; a longer row stops the run)
+    c.align = dict(
+        steps=steps(80), batch_size=64, max_length=32, lr=1e-2, llm_lr_mult=0.3,
+        loss_tokens_per_row=16,
+    )  # fmt: skip
     # stage 2: instruction tuning (projector + LLM); rows are 3x longer than captions, so the
     # budget buys fewer of them than LLaVA's proportions (665K vs 558K) would
     c.finetune = dict(
-        steps=steps(50), batch_size=48, max_length=96, lr=3e-3, classify_weight=0.5
-    )
+        steps=steps(50), batch_size=48, max_length=96, lr=3e-3, classify_weight=0.5,
+        loss_tokens_per_row=24,
+    )  # fmt: skip
     c.projector = "mlp2x_gelu"  # LLaVA-1.5's
     c.template = "vicuna_v1"
     c.system = None  # no system message: shorter sequences, nothing lost at this scale

@@ -226,6 +226,7 @@ def align_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
     c = _train(seed, a.steps, a.batch_size, a.lr, 20, study.checkpoint_every)
     c.task = "vlm"
     c.stage = "align" if arm.pretrain == "frozen" else "align_llm"
+    c.loss_tokens_per_row = a.loss_tokens_per_row
     c.optim.lr_mults = {"decoder": a.llm_lr_mult}
     c.model = _vlm_model(study, p)
     c.init = _components(p, arm)
@@ -242,6 +243,7 @@ def finetune_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
     f = study.finetune
     c = _train(seed, f.steps, f.batch_size, f.lr, 20, study.checkpoint_every)
     c.task, c.stage = "vlm", "finetune"
+    c.loss_tokens_per_row = f.loss_tokens_per_row
     c.model = _vlm_model(study, p)
     if arm.pretrain == "none":  # straight from the components: a fresh projector
         c.init = _components(p, arm)

@@ -133,9 +133,8 @@ def build(config, devices=None) -> Experiment:
         param_sh, frozen_sh, state_sh, batch_sh, tx, schedules, step=None,
     )  # fmt: skip
     nan_step = int(config.get("debug", {}).get("nan_at_step", -1))  # tests plant a NaN loss here
-    step_fn = make_train_step(
-        graphdef, task.loss_fn(flags), tx, int(config.get("grad_accum", 1)), nan_step
-    )
+    loss_fn = task.loss_fn(flags, config.get("loss_tokens_per_row"))
+    step_fn = make_train_step(graphdef, loss_fn, tx, int(config.get("grad_accum", 1)), nan_step)
     return with_step(exp, step_fn)
 
 

@@ -24,12 +24,46 @@ from fgjax.train.optim import VLM_GROUPS
 
 def next_token_loss(logits, tokens, loss_mask):
     """logits f32[B, T, V] predict tokens[:, 1:] where loss_mask[:, 1:] -> (sum, count, extras)."""
-    targets = tokens[:, 1:]
+    return _token_loss(logits[:, :-1], tokens[:, 1:], loss_mask[:, 1:])
+
+
+def _token_loss(logits, targets, weights):
+    """logits f32[B, K, V] for targets i32[B, K] weighted by weights bool[B, K]."""
     acc = at_least_float32(logits.dtype)
-    weights = loss_mask[:, 1:].astype(acc)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1].astype(acc), targets)
-    correct = (jnp.argmax(logits[:, :-1], axis=-1) == targets) * weights
+    weights = weights.astype(acc)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(acc), targets)
+    correct = (jnp.argmax(logits, axis=-1) == targets) * weights
     return (nll * weights).sum(), weights.sum(), {"correct": correct.sum()}
+
+
+def loss_position_loss(last_hidden, head, tokens, loss_mask, per_row: int):
+    """The next-token loss with the LM head applied only where a loss is taken.
+
+    Instruction data takes its loss on the answers alone, a small part of each row, and at a
+    small width the LM head's [B, T, V] logits and their softmax cost as much as the blocks; this
+    gathers the first `per_row` loss positions of each row first. last_hidden [B, T, D]; head
+    maps [B, K, D] -> f32[B, K, V]; tokens, loss_mask [B, T]. Returns (sum, count, extras) as
+    `next_token_loss`, whose value it equals while no row has more than `per_row` loss tokens;
+    extras["loss_tokens_over_cap"] counts the loss tokens beyond it, for the trainer to refuse.
+    """
+    weights = loss_mask[:, 1:]
+    per_row = min(per_row, weights.shape[1])
+    # a stable sort puts each row's loss positions first, in order
+    order = jnp.argsort(~weights, axis=1, stable=True)[:, :per_row]
+    picked = jnp.take_along_axis(last_hidden[:, :-1], order[..., None], axis=1)
+    targets = jnp.take_along_axis(tokens[:, 1:], order, axis=1)
+    kept = jnp.take_along_axis(weights, order, axis=1)
+    total, count, extra = _token_loss(head(picked), targets, kept)
+    over = weights.sum().astype(jnp.float32) - kept.sum().astype(jnp.float32)
+    return total, count, {**extra, "loss_tokens_over_cap": over}
+
+
+def _loss(decoder, out, batch, per_row):
+    if per_row is None:
+        return next_token_loss(out.logits, batch["tokens"], batch["loss_mask"])
+    return loss_position_loss(
+        out.last_hidden, decoder.logits, batch["tokens"], batch["loss_mask"], int(per_row)
+    )
 
 
 def decoder_inputs(batch: dict) -> dict:
@@ -65,7 +99,8 @@ class VlmTask:
         cfg.validate()
         return cfg
 
-    def loss_fn(self, trainable: dict):
+    def loss_fn(self, trainable: dict, loss_tokens_per_row: int | None = None):
+        """loss(model, batch); `loss_tokens_per_row` set: the LM head only at loss positions."""
         stop = not trainable.get("encoder", False)
 
         def loss(model, batch):
@@ -73,9 +108,10 @@ class VlmTask:
                 batch["tokens"],
                 batch["images"],
                 stop_encoder_gradient=stop,
+                return_logits=loss_tokens_per_row is None,
                 **decoder_inputs(batch),
             )
-            total, count, extra = next_token_loss(out.logits, batch["tokens"], batch["loss_mask"])
+            total, count, extra = _loss(model.decoder, out, batch, loss_tokens_per_row)
             return (
                 total,
                 count,
@@ -100,10 +136,12 @@ class LmTask:
         cfg.validate()
         return cfg
 
-    def loss_fn(self, trainable: dict):
+    def loss_fn(self, trainable: dict, loss_tokens_per_row: int | None = None):
         def loss(model, batch):
-            out = model(batch["tokens"], **decoder_inputs(batch))
-            total, count, extra = next_token_loss(out.logits, batch["tokens"], batch["loss_mask"])
+            out = model(
+                batch["tokens"], return_logits=loss_tokens_per_row is None, **decoder_inputs(batch)
+            )
+            total, count, extra = _loss(model, out, batch, loss_tokens_per_row)
             return (
                 total,
                 count,
@@ -142,7 +180,10 @@ class ContrastiveTask:
             )
         return cfg
 
-    def loss_fn(self, trainable: dict):
+    def loss_fn(self, trainable: dict, loss_tokens_per_row: int | None = None):
+        if loss_tokens_per_row is not None:
+            raise ValueError("loss_tokens_per_row applies to next-token tasks, not contrastive")
+
         def loss(model, batch):
             images = model.embed_images(batch["images"])
             texts = model.embed_texts(batch["text_tokens"], batch["text_mask"])

@@ -195,6 +195,13 @@ def _flush(pending, logger, schedules, since, since_step, step_flops, peak, num_
                 "skipped and training stopped. The last checkpoint is intact; lower the learning "
                 "rate, check the data or use float32, then rerun."
             )
+        if float(m.get("loss_tokens_over_cap", 0)) > 0:
+            raise ValueError(
+                f"a row of step {step}'s batch has more loss tokens than "
+                f"config.loss_tokens_per_row (the LM head runs only at that many positions per "
+                f"row; {int(m['loss_tokens_over_cap'])} loss tokens were beyond it): raise it, "
+                "or set it to None for the head at every position. The last checkpoint is intact."
+            )
     step, m = host[-1]
     seconds = (time.perf_counter() - since) / max(step - since_step, 1)
     out = {

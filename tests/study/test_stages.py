@@ -82,3 +82,30 @@ def test_an_unknown_analysis_field_fails_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="control_margn"):
         report.settings(study.analysis)
     assert json.loads(study.to_json_best_effort())["analysis"]["readout"] == "cloze"
+
+
+def test_every_training_record_fits_its_stage_loss_tokens_per_row(tmp_path):
+    """The LM head runs at `loss_tokens_per_row` positions of a row: a longer answer anywhere in
+    the world's records would stop the study minutes in, so all of them are measured here."""
+    from fgjax.study import run
+    from fgjax.train import data as train_data
+    from fgjax.train import tasks
+
+    study = mini.get_config()
+    tok = run.make_tokenizer(study, tmp_path / "tokenizer.json")
+    paths = stages.Paths(tmp_path, tmp_path / "tokenizer.json", 2048, tok.token_to_id("<image>"))
+    by_name = {u.name: u for u in stages.seed_plan(study, paths, 0)}
+    trained = stages.arms()[0].name
+    for name in (f"seed 0: align {trained}", "seed 0: instruct classify"):
+        config = by_name[name].config
+        transform = train_data.make_transform(config, tasks.get("vlm").model_config(config), tok)
+        for spec in config.data.sources:
+            source = train_data.make_source(dict(spec))
+            encode = transform.encoder.encode
+            most = max(
+                encode(source[i]["conversations"], has_image=True).loss_mask.sum()
+                for i in range(len(source))
+            )
+            cap = config.loss_tokens_per_row
+            print(f"{name}, {spec['kind']}: at most {most} loss tokens in a row, cap {cap}")
+            assert len(source) == study.train_size and 0 < most <= cap

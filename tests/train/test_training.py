@@ -13,6 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from fgjax.data import pipeline
 from fgjax.launch import local
@@ -220,6 +221,51 @@ def test_gradient_accumulation_matches_one_big_batch(data):
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
     for name, value in results[0][1].items():
         np.testing.assert_allclose(results[1][1][name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_lm_head_at_loss_positions_only_gives_the_full_loss_and_gradients(data):
+    """loss_tokens_per_row: the same loss and gradients as the LM head at every position, with
+    a cap that holds each row's loss tokens exactly (and one with room to spare)."""
+    full = build(data, stage="full")
+    (batch,) = batches(full, 1)
+    per_row = batch["loss_mask"][:, 1:].sum(axis=1)
+    assert per_row.max() < batch["loss_mask"].shape[1] // 2, per_row  # the head does less work
+    params = init.random_params(full.model_cfg, full.param_shardings, 0)
+    trainable, frozen = optim.split(params, full.path_groups, full.flags)
+    batch = pipeline.to_global(batch, full.batch_sharding)
+
+    def loss_and_grads(cap):
+        loss_fn = full.task.loss_fn(full.flags, cap)
+
+        def summed(t):
+            total, count, extra = loss_fn(nnx.merge(full.graphdef, optim.merge(t, frozen)), batch)
+            return total / count, extra
+
+        (loss, extra), grads = jax.jit(jax.value_and_grad(summed, has_aux=True))(trainable)
+        return float(loss), extra, optim.flatten(jax.device_get(grads))
+
+    reference, _, reference_grads = loss_and_grads(None)
+    for cap in (int(per_row.max()), int(per_row.max()) + 5):
+        loss, extra, grads = loss_and_grads(cap)
+        assert float(extra["loss_tokens_over_cap"]) == 0
+        # float32 sums of a few hundred terms in another order: ~1e-7 relative
+        assert loss == pytest.approx(reference, rel=1e-5)
+        worst = max(
+            np.abs(grads[n] - g).max() / max(np.abs(g).max(), 1e-6)
+            for n, g in reference_grads.items()
+        )
+        print(f"cap {cap}: loss {abs(loss / reference - 1):.1e}, worst gradient {worst:.1e}")
+        assert worst < 1e-4
+    _, extra, _ = loss_and_grads(int(per_row.max()) - 1)
+    assert float(extra["loss_tokens_over_cap"]) == (per_row - per_row.max() + 1).clip(0).sum()
+
+
+def test_a_row_beyond_loss_tokens_per_row_stops_the_run_before_a_save(data, tmp_path):
+    config = helpers.tiny_config(data, stage="align", steps=4)
+    config.loss_tokens_per_row = 1
+    with pytest.raises(ValueError, match="config.loss_tokens_per_row"):
+        trainer.train(config, str(tmp_path))
+    assert checkpoint.Checkpointer(tmp_path / "checkpoints", every_steps=2).steps() == []
 
 
 def test_planted_nan_stops_with_the_step_and_keeps_the_last_checkpoint(data, tmp_path):
