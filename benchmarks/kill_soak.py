@@ -33,9 +33,8 @@ import ml_collections
 import numpy as np
 
 from benchmarks.common import report
-from fgjax import native
+from fgjax import native, rundir, trees
 from fgjax.data.tokenizer_train import tiny_tokenizer
-from fgjax.train import init, optim
 
 STEPS = 24
 ROOT = Path(__file__).parents[1]
@@ -100,7 +99,7 @@ def in_flight(workdir: Path) -> str | None:
     checkpoints = workdir / "checkpoints"
     if checkpoints.exists() and any(".orbax-checkpoint-tmp" in p.name for p in checkpoints.iterdir()):
         return "save"
-    export = workdir / init.PARAMS_EXPORT
+    export = workdir / rundir.PARAMS_EXPORT
     if export.exists() and not native.is_native(export):
         return "export"
     return None
@@ -108,7 +107,7 @@ def in_flight(workdir: Path) -> str | None:
 
 def final_state(workdir: Path) -> tuple[dict, dict]:
     """(exported parameters, {step: loss}); a step logged twice raises."""
-    params = optim.flatten(jax.device_get(native.load_params(workdir / init.PARAMS_EXPORT)))
+    params = trees.flatten(jax.device_get(native.load_params(workdir / rundir.PARAMS_EXPORT)))
     losses = {}
     for line in (workdir / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
@@ -151,7 +150,7 @@ def kill_once(config: str, workdir: Path, rng: random.Random, aimed: bool, secon
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     what = in_flight(workdir) or "training"
-    export = workdir / init.PARAMS_EXPORT
+    export = workdir / rundir.PARAMS_EXPORT
     if native.is_native(export):  # a committed export must load
         native.load_params(export)
     return what
@@ -180,7 +179,7 @@ def soak(kills: int, aimed: float, seed: int, directory: Path) -> dict:
             counts["kills"] += 1
             counts[{"save": "during a save", "export": "during the export"}.get(
                 what, "during training")] += 1  # fmt: skip
-        while not native.is_native(workdir / init.PARAMS_EXPORT):  # finish the campaign
+        while not native.is_native(workdir / rundir.PARAMS_EXPORT):  # finish the campaign
             reruns += 1
             subprocess.run(
                 [sys.executable, "-m", "fgjax.main", f"--config={config}",

@@ -1,7 +1,7 @@
 """Will a training config fit the hardware? Compile its real train step ahead of time for the
 target -- no hardware, no weights -- and print per-device memory against the device's capacity.
 
-    python -m fgjax.fit --config=configs/llava15/pretrain.py:llm=frozen --topology=v5p-64
+    python -m fgjax.fit --config=configs/llava15.py:stage=pretrain,llm_frozen=True --topology=v5p-64
     python -m fgjax.fit --config=... --topology=gpu:8      # 8 GPUs, estimated on fake CPU devices
     python -m fgjax.fit --config=... --topology=cpu:8
 
@@ -112,7 +112,7 @@ def fit(config, target: Target) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     gib = 2**30
-    params = per_device_bytes(state.params) + per_device_bytes(frozen)
+    params = per_device_bytes(state.trainable) + per_device_bytes(frozen)
     optimizer = per_device_bytes(state.opt_state)
     inputs = per_device_bytes(batch)
     temp = memory.temp_size_in_bytes

@@ -89,10 +89,6 @@ def training_dataset(
     return ds.batch(batch, drop_remainder=True)
 
 
-def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
-    return num_examples // global_batch_size
-
-
 def evaluation_batches(
     source: Any, transform: Transform, *, global_batch_size: int, shard: HostShard | None = None
 ) -> Iterator[Example]:

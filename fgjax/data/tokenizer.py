@@ -136,6 +136,15 @@ def add_image_token(
     return image_id
 
 
+def tokenizer_for(path: str, *, image_token: bool) -> Tokenizer:
+    """The tokenizer at `path` as a run uses it: a VLM's (`image_token`) gets LLaVA's <image>
+    placeholder when it has none. Training, evaluation and export all load it this way."""
+    tokenizer = load_tokenizer(path)
+    if image_token and tokenizer.token_to_id("<image>") is None:
+        add_image_token(tokenizer)
+    return tokenizer
+
+
 def load_tokenizer(path: str, **special_tokens: str | None) -> Tokenizer:
     """Loads `tokenizer.json` or a sentencepiece `.model` file, or a directory holding one
     (tokenizer.json preferred). Special-token roles (bos_token, eos_token, pad_token,

@@ -29,7 +29,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from fgjax.evaluate import negatives, prompts
+from fgjax.evaluate import loading, negatives, prompts, protocols
 from fgjax.evaluate.generation import generate_texts
 from fgjax.evaluate.likelihood import (
     LikelihoodConfig,
@@ -142,35 +142,54 @@ def evaluate(
     k = sets.options.shape[1]
     build = _prompt_fn(evaluator, dataset, sets, cfg.question)
     names = dataset.class_names
+    options = [[names[c] for c in row] for row in sets.options]
+
+    def cloze():
+        tokens = class_tokens(evaluator, names, cfg.lead_in)
+        config = LikelihoodConfig(question=cfg.question, lead_in=cfg.lead_in)
+        logp = score_images(evaluator, dataset, config, tokens)["scores"]
+        return np.take_along_axis(logp, sets.options, axis=1)
+
     results = []
     for mode in cfg.answer_modes:
-        if mode == "letters":
-            logp = letter_scores(evaluator, dataset, build, k, f"{k}-way choice (letters)")
-            picked = np.argmax(logp, axis=1)
-            extra = [{"letter_logp": dict(zip(LETTERS[:k], map(float, row)))} for row in logp]
-        elif mode == "generate":
-            texts = generate_texts(
-                evaluator, dataset, build, cfg.max_new_tokens, f"{k}-way choice (generate)"
-            )
-            parsed = [
-                parse_option(text, [names[c] for c in sets.options[i]])
-                for i, text in enumerate(texts)
-            ]
-            picked = np.asarray([-1 if p is None else p for p in parsed])
-            extra = [{"text": text} for text in texts]
-        elif mode == "likelihood":
-            tokens = class_tokens(evaluator, names, cfg.lead_in)
-            config = LikelihoodConfig(question=cfg.question, lead_in=cfg.lead_in)
-            logp = score_images(evaluator, dataset, config, tokens)["scores"]
-            logp = np.take_along_axis(logp, sets.options, axis=1)
-            picked = np.argmax(logp, axis=1)
-            extra = [{"option_logp": dict(zip(LETTERS[:k], map(float, row)))} for row in logp]
-        else:
-            raise ValueError(
-                f"unknown answer mode {mode!r}; use 'letters', 'generate' or 'likelihood'"
-            )
+        picked, extra = answer_choices(
+            evaluator, dataset, build, options, mode, cloze,
+            desc=f"{k}-way choice", max_new_tokens=cfg.max_new_tokens,
+        )  # fmt: skip
         results.append(_result(dataset, sets, picked, extra, mode, cfg))
     return results
+
+
+ANSWER_MODES = ("letters", "generate", "likelihood")
+
+
+def answer_choices(evaluator: Evaluator, source, build, options: list[list[str]], mode: str,
+                   cloze, *, desc: str, max_new_tokens: int):  # fmt: skip
+    """How a model answers N lettered questions in one answer mode: (picked i32[N], the index
+    of the chosen option or -1 when a generated answer names none; one dict per question of
+    what the choice rests on). The one switch over the modes, for every protocol.
+
+    options: each question's option texts, in the order `build(indices)` lists them in its
+    prompts; cloze: () -> f32[N, K] log-probabilities of the option texts (-inf past a
+    question's own options), for "likelihood".
+    """
+    counts = np.asarray([len(o) for o in options])
+    if mode == "letters":
+        logp = letter_scores(evaluator, source, build, int(counts.max()), f"{desc} (letters)")
+        key = "letter_logp"
+    elif mode == "generate":
+        texts = generate_texts(evaluator, source, build, max_new_tokens, f"{desc} (generate)")
+        parsed = [parse_option(text, opts) for text, opts in zip(texts, options)]
+        return np.asarray([-1 if p is None else p for p in parsed]), [{"text": t} for t in texts]
+    elif mode == "likelihood":
+        logp, key = cloze(), "option_logp"
+    else:
+        raise ValueError(
+            f"unknown answer mode {mode!r}; use one of {', '.join(map(repr, ANSWER_MODES))}"
+        )
+    logp = np.where(np.arange(logp.shape[1])[None] < counts[:, None], logp, -np.inf)
+    extra = [{key: dict(zip(LETTERS, map(float, row[:n])))} for row, n in zip(logp, counts)]
+    return np.argmax(logp, axis=1), extra
 
 
 def letter_scores(evaluator: Evaluator, dataset, build, count: int, desc: str) -> np.ndarray:
@@ -223,3 +242,32 @@ def _result(dataset, sets: OptionSets, picked, extra, mode, cfg) -> Result:
         f"multiple_choice_{mode}", dataset.name, metrics, records, labels, predictions, correct,
         tuple(names), info,
     )  # fmt: skip
+
+
+def make_miner(config, evaluator: Evaluator):
+    """The negatives miner of config.negatives: the taxonomy (specimens), a contrastive
+    model's similarities, or class-name text similarity."""
+    spec = dict(config.get("negatives") or {})
+    if spec.get("miner") == "taxonomy":
+        return negatives.TaxonomyMiner()
+    if not spec.get("model"):
+        return negatives.TextMiner()
+    loaded = loading.load_contrastive(
+        spec["model"], tokenizer=spec.get("tokenizer"), mesh=evaluator.mesh
+    )
+    return negatives.ContrastiveMiner(
+        loaded.model, loaded.tokenizer, source=spec["model"],
+        prompt=spec.get("prompt", "a photo of a {}."), batch_size=evaluator.batch_size,
+        mesh=evaluator.mesh,
+    )  # fmt: skip
+
+
+def _run(context, cfg: MultipleChoiceConfig, dataset, spec) -> list[Result]:
+    if "miner" not in context.cache:  # one miner for every dataset of the evaluation
+        context.cache["miner"] = make_miner(context.config, context.evaluator)
+    options_dir = context.config.get("options_dir") or context.workdir / "options"
+    sets = option_sets(dataset, context.cache["miner"], cfg.k, cfg.seed, options_dir)
+    return evaluate(context.evaluator, dataset, sets, cfg)
+
+
+protocols.register(protocols.Protocol("multiple_choice", MultipleChoiceConfig, _run))

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import ml_collections
 
-# every protocol with its defaults (fields of the protocol config dataclasses)
+from fgjax.config_utils import parse_arg
+from fgjax.evaluate import protocols as registry
+
+# the options config files give each protocol (fields of its options dataclass; the registry,
+# fgjax/evaluate/protocols.py, says which protocols exist and their other defaults)
 PROTOCOLS = {
     "likelihood": {"alphas": [0.5, 1.5, 2.0], "no_image_prior": True, "primary": "sum"},
     "multiple_choice": {"k": 5, "seed": 0, "answer_modes": ["letters", "generate"]},
@@ -30,16 +34,9 @@ KEYS = (
 
 
 def parse_args(arg: str | None) -> dict[str, str]:
-    """ "a=1,b=x+y" -> {"a": "1", "b": "x+y"}; unknown keys are an error."""
-    out = {}
-    for item in filter(None, (arg or "").split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"config argument {item!r} is not key=value")
-        if key not in KEYS:
-            raise ValueError(f"unknown config argument {key!r}; known: {', '.join(KEYS)}")
-        out[key] = value
-    return out
+    """ "a=1,b=x+y" -> {"a": "1", "b": "x+y"}: the given keys, as text (config_utils.parse_arg)."""
+    parsed = parse_arg(arg, **{key: "" for key in KEYS})
+    return {key: value for key, value in parsed.items() if value != ""}
 
 
 def build(
@@ -53,9 +50,8 @@ def build(
     if "model" not in args:
         raise ValueError("give the model to evaluate: ...py:model=run:DIR or model=hf:DIR")
     chosen = args["protocols"].split("+") if "protocols" in args else list(protocols)
-    unknown = sorted(set(chosen) - set(PROTOCOLS))
-    if unknown:
-        raise ValueError(f"unknown protocols {unknown}; available: {sorted(PROTOCOLS)}")
+    for name in chosen:
+        registry.get(name)  # an unknown protocol names the closest one
     names = args["datasets"].split("+") if "datasets" in args else list(datasets)
     spec = dict(dataset_fields or {})
     for key in ("max_examples", "max_train_examples"):
@@ -76,7 +72,7 @@ def build(
     c.preprocess = _optional(None)
     c.prompt_bucket = 32
     c.datasets = [{"name": name, **spec} for name in names]
-    c.protocols = {name: dict(protocols.get(name, PROTOCOLS[name])) for name in chosen}
+    c.protocols = {name: dict(protocols.get(name, PROTOCOLS.get(name, {}))) for name in chosen}
     if "k" in args and "multiple_choice" in c.protocols:
         c.protocols.multiple_choice.k = int(args["k"])
     c.negatives = ml_collections.ConfigDict(

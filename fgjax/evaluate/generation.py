@@ -12,10 +12,12 @@ with the longest matching name.
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 
-from fgjax.evaluate import inference, prompts
+from fgjax.evaluate import inference, prompts, protocols
 from fgjax.evaluate.loop import Evaluator
 from fgjax.evaluate.matching import ClassMatcher
 from fgjax.evaluate.report import Result
@@ -110,3 +112,21 @@ def _score(dataset, texts, protocol, cfg, synonyms, info) -> Result:
     return Result(
         protocol, dataset.name, metrics, records, labels, predictions, correct, tuple(names), info
     )
+
+
+def _synonyms(context, dataset_name: str):
+    """{class name: [synonyms]} of config.synonyms[dataset] (a JSON file), or None."""
+    path = dict(context.config.get("synonyms") or {}).get(dataset_name)
+    return json.loads(Path(path).read_text()) if path else None
+
+
+def _open(context, cfg: GenerationConfig, dataset, spec) -> list[Result]:
+    return [open_world(context.evaluator, dataset, cfg, _synonyms(context, dataset.name))]
+
+
+def _closed(context, cfg: GenerationConfig, dataset, spec) -> list[Result]:
+    return [closed_world(context.evaluator, dataset, cfg, _synonyms(context, dataset.name))]
+
+
+protocols.register(protocols.Protocol("open_world", GenerationConfig, _open))
+protocols.register(protocols.Protocol("closed_world", GenerationConfig, _closed))

@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from fgjax.evaluate import inference, prompts
+from fgjax.evaluate import inference, prompts, protocols
 from fgjax.evaluate.loop import Evaluator
 from fgjax.evaluate.report import Result
 
@@ -118,6 +118,10 @@ def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.mean(np.any(top == labels[:, None], axis=1)))
 
 
+def _run(context, cfg: LikelihoodConfig, dataset, spec) -> list[Result]:
+    return [evaluate(context.evaluator, dataset, cfg)]
+
+
 def evaluate(evaluator: Evaluator, dataset, cfg: LikelihoodConfig = LikelihoodConfig()) -> Result:
     tokens = class_tokens(evaluator, dataset.class_names, cfg.lead_in)
     out = score_images(evaluator, dataset, cfg, tokens)
@@ -161,3 +165,6 @@ def evaluate(evaluator: Evaluator, dataset, cfg: LikelihoodConfig = LikelihoodCo
         "likelihood", dataset.name, metrics, records, labels, predictions,
         predictions == labels, tuple(names), info,
     )  # fmt: skip
+
+
+protocols.register(protocols.Protocol("likelihood", LikelihoodConfig, _run))

@@ -11,20 +11,16 @@ A tokenizer path or template name given explicitly wins over what the source rec
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Any
 
 from flax import nnx
 
-from fgjax import hf, models, native
+from fgjax import hf, models, native, rundir, sharding
 from fgjax.data.templates import TEMPLATES, Template, get_template
-from fgjax.data.tokenizer import Tokenizer, add_image_token, load_tokenizer
+from fgjax.data.tokenizer import Tokenizer, load_tokenizer, tokenizer_for
 from fgjax.models.config import VLMConfig
 from fgjax.models.contrastive import ContrastiveConfig
 from fgjax.models.partitioning import DEFAULT_RULES
-from fgjax.train import sharding
-from fgjax.train.init import run_export
 
 KEEP = object()  # "keep the template's own system message"
 
@@ -38,23 +34,18 @@ class Loaded:
     source: str
 
 
-def _run_config(path: Path) -> dict:
-    file = path / "config.json"
-    return json.loads(file.read_text()) if file.is_file() else {}
-
-
 def _load_weights(source: str, mesh=None, rules=DEFAULT_RULES):
     """(model, cfg, recorded data config) of a source. With a mesh, an fgjax export is
     restored straight onto it (each parameter placed by its logical axes; needed with several
     processes)."""
     kind, _, path = source.partition(":")
     if kind == "run":
-        target = run_export(path)
+        target = rundir.run_export(path)
         cfg = native.read_config(target)
         graphdef, abstract = nnx.split(models.abstract(cfg))
         shardings = None if mesh is None else sharding.state_shardings(abstract, mesh, rules)
         model = nnx.merge(graphdef, native.load_params(target, cfg, shardings))
-        return model, cfg, _run_config(Path(path.partition("@")[0])).get("data", {})
+        return model, cfg, rundir.read_config(path.partition("@")[0]).get("data", {})
     if kind == "hf":
         model, cfg = hf.load(str(path))
         return model, cfg, {"tokenizer": str(path)}
@@ -67,10 +58,7 @@ def _tokenizer(path: str | None, source: str) -> Tokenizer:
             f"no tokenizer known for {source}: set config.tokenizer to a tokenizer.json, a "
             "sentencepiece model or a directory holding one"
         )
-    tok = load_tokenizer(path)
-    if tok.token_to_id("<image>") is None:
-        add_image_token(tok)  # as training does (fgjax.train.data.tokenizer_for)
-    return tok
+    return tokenizer_for(path, image_token=True)
 
 
 def load_vlm(source: str, *, tokenizer: str | None = None, template: str | None = None,

@@ -19,13 +19,13 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
+from fgjax import sharding
 from fgjax.data import images as image_ops
 from fgjax.data import pipeline
 from fgjax.data.conversation import ConversationEncoder
 from fgjax.evaluate.datasets import describe_image, read_image
 from fgjax.evaluate.prompts import Prompter, pad_prompts
 from fgjax.models.partitioning import DEFAULT_RULES, activation_sharding
-from fgjax.train import sharding
 
 Batch = dict[str, jax.Array]
 PromptFn = Callable[[np.ndarray], list[np.ndarray]]  # dataset indices i32[b] -> one prompt each

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 import scipy.optimize
 
-from fgjax.evaluate import inference, prompts
+from fgjax.evaluate import datasets, inference, prompts, protocols
 from fgjax.evaluate.loop import Evaluator
 from fgjax.evaluate.report import Result
 
@@ -192,3 +192,11 @@ def evaluate(
             tuple(names), info,
         ))  # fmt: skip
     return results
+
+
+def _run(context, cfg: ProbeConfig, dataset, spec) -> list[Result]:
+    train = datasets.from_spec(spec, split="train")
+    return evaluate(context.evaluator, train, dataset, cfg)
+
+
+protocols.register(protocols.Protocol("probe", ProbeConfig, _run))

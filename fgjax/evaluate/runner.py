@@ -10,7 +10,8 @@ config (see configs/eval/ for complete files):
              prompt_bucket: prompts are padded to a multiple of it (few compiled shapes)
   datasets   dataset specs (datasets.py): names or dicts; a dict's "protocols" list limits
              the protocols run on that dataset (e.g. ["probe"])
-  protocols  {name: options}: likelihood, multiple_choice, open_world, closed_world, probe
+  protocols  {name: options}, by the registry (protocols.py): likelihood, multiple_choice,
+             open_world, closed_world, probe
              (per dataset) and general_qa {"sources": [question source specs]} (vqa.py);
              options are the fields of each protocol's config dataclass
   negatives  {"model": "run:DIR" of a ContrastiveModel or None (class-name text similarity),
@@ -25,7 +26,6 @@ confusion.json}, OUT/general_qa/<source>/<result>/..., OUT/summary.json, TensorB
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -33,82 +33,16 @@ from pathlib import Path
 import jax
 from clu import metric_writers
 
-from fgjax import distributed
+from fgjax import distributed, rundir, sharding
+from fgjax.console import setup_python_logging
 from fgjax.data.conversation import ConversationEncoder
-from fgjax.evaluate import (
-    choices,
-    datasets,
-    generation,
-    likelihood,
-    loading,
-    negatives,
-    probe,
-    report,
-    vqa,
-)
+from fgjax.evaluate import datasets, loading, protocols, report
 from fgjax.evaluate.loop import Evaluator, process0
-from fgjax.train import sharding
-from fgjax.train.logging import setup_python_logging
-
-PROTOCOL_CONFIGS = {
-    "likelihood": likelihood.LikelihoodConfig,
-    "multiple_choice": choices.MultipleChoiceConfig,
-    "open_world": generation.GenerationConfig,
-    "closed_world": generation.GenerationConfig,
-    "probe": probe.ProbeConfig,
-    "general_qa": vqa.QAConfig,
-}
 
 
 def protocol_config(name: str, options) -> object:
-    """The protocol's config dataclass from a dict; unknown fields are an error."""
-    if name not in PROTOCOL_CONFIGS:
-        raise ValueError(f"unknown protocol {name!r}; available: {sorted(PROTOCOL_CONFIGS)}")
-    cls = PROTOCOL_CONFIGS[name]
-    options = dict(options or {})
-    if name == "general_qa":
-        options.pop("sources", None)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise ValueError(f"protocols.{name}: unknown options {unknown}; valid: {sorted(fields)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
-
-
-def make_miner(config, evaluator: Evaluator):
-    spec = dict(config.get("negatives") or {})
-    if spec.get("miner") == "taxonomy":
-        return negatives.TaxonomyMiner()
-    if not spec.get("model"):
-        return negatives.TextMiner()
-    loaded = loading.load_contrastive(
-        spec["model"], tokenizer=spec.get("tokenizer"), mesh=evaluator.mesh
-    )
-    return negatives.ContrastiveMiner(
-        loaded.model, loaded.tokenizer, source=spec["model"],
-        prompt=spec.get("prompt", "a photo of a {}."), batch_size=evaluator.batch_size,
-        mesh=evaluator.mesh,
-    )  # fmt: skip
-
-
-def run_protocol(name, cfg, evaluator, dataset, spec, config, workdir, miner_cache):
-    """The Results of one protocol on one dataset."""
-    synonyms = _synonyms(config, dataset.name)
-    if name == "likelihood":
-        return [likelihood.evaluate(evaluator, dataset, cfg)]
-    if name == "open_world":
-        return [generation.open_world(evaluator, dataset, cfg, synonyms)]
-    if name == "closed_world":
-        return [generation.closed_world(evaluator, dataset, cfg, synonyms)]
-    if name == "multiple_choice":
-        if "miner" not in miner_cache:
-            miner_cache["miner"] = make_miner(config, evaluator)
-        options_dir = config.get("options_dir") or workdir / "options"
-        sets = choices.option_sets(dataset, miner_cache["miner"], cfg.k, cfg.seed, options_dir)
-        return choices.evaluate(evaluator, dataset, sets, cfg)
-    if name == "probe":
-        return probe.evaluate(evaluator, datasets.from_spec(spec, split="train"), dataset, cfg)
-    raise ValueError(f"protocol {name!r} does not apply to a dataset")
+    """The protocol's options dataclass from a dict (protocols.options)."""
+    return protocols.options(name, options)
 
 
 def evaluate(config, workdir: str) -> dict:
@@ -119,7 +53,7 @@ def evaluate(config, workdir: str) -> dict:
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        rundir.write_configs(workdir, config)
 
     system = config.system if "system" in config else loading.KEEP
     mesh = sharding.make_mesh(dict(config.get("mesh") or {"data": -1}))
@@ -137,10 +71,12 @@ def evaluate(config, workdir: str) -> dict:
     writer = metric_writers.create_default_writer(
         str(workdir), just_logging=jax.process_index() > 0
     )
-    protocols = {k: dict(v or {}) for k, v in dict(config.get("protocols") or {}).items()}
-    configs = {k: protocol_config(k, v) for k, v in protocols.items()}
+    wanted_protocols = {k: dict(v or {}) for k, v in dict(config.get("protocols") or {}).items()}
+    configs = {k: protocols.options(k, v) for k, v in wanted_protocols.items()}
+    chosen = {k: protocols.get(k) for k in configs}
     overwrite = bool(config.get("overwrite", False))
-    summary, miner_cache = _read_summary(workdir), {}
+    summary = _read_summary(workdir)
+    context = protocols.Context(evaluator, config, workdir)
 
     def finish(group: str, protocol: str, results) -> None:
         for result in results:
@@ -157,35 +93,22 @@ def evaluate(config, workdir: str) -> dict:
                      len(dataset), dataset.num_classes)  # fmt: skip
         wanted = None if isinstance(spec, str) else spec.get("protocols")
         for name, cfg in configs.items():
-            if name == "general_qa" or (wanted is not None and name not in wanted):
+            if not chosen[name].per_dataset or (wanted is not None and name not in wanted):
                 continue
             if not overwrite and _is_done(workdir / dataset.name, name):
                 logging.info("%s %s: already done, skipped", dataset.name, name)
                 continue
-            results = run_protocol(
-                name, cfg, evaluator, dataset, spec, config, workdir, miner_cache
-            )
-            finish(dataset.name, name, results)
+            finish(dataset.name, name, chosen[name].run(context, cfg, dataset, spec))
 
-    if "general_qa" in configs:
-        for source in protocols["general_qa"].get("sources") or [{"source": "specimens"}]:
-            source = dict(source)
-            group = f"general_qa/{source.get('name', source.get('source', 'specimens'))}"
-            if not overwrite and _is_done(workdir / group, "general_qa"):
+    for name, cfg in configs.items():  # protocols of their own inputs: general_qa's sources
+        if chosen[name].per_dataset:
+            continue
+        for group, source in chosen[name].sources(wanted_protocols[name]):
+            if not overwrite and _is_done(workdir / group, name):
                 continue
-            questions = vqa.load_questions(source)
-            finish(
-                group,
-                "general_qa",
-                vqa.evaluate(evaluator, questions, group, configs["general_qa"]),
-            )
+            finish(group, name, chosen[name].run(context, cfg, group, source))
     writer.close()
     return summary
-
-
-def _synonyms(config, dataset_name: str):
-    path = dict(config.get("synonyms") or {}).get(dataset_name)
-    return json.loads(Path(path).read_text()) if path else None
 
 
 def _headline(metrics: dict) -> str:

@@ -28,20 +28,20 @@ from pathlib import Path
 
 import numpy as np
 
-from fgjax.evaluate import prompts
-from fgjax.evaluate.choices import letter_scores
+from fgjax.evaluate import prompts, protocols
+from fgjax.evaluate.choices import answer_choices
 from fgjax.evaluate.datasets import LazyImage, check_rows, read_jsonl_rows
 from fgjax.evaluate.generation import generate_texts
 from fgjax.evaluate.likelihood import continuation_scores
 from fgjax.evaluate.loop import Evaluator
-from fgjax.evaluate.matching import LETTERS, exact_match, parse_option, vqa_accuracy
+from fgjax.evaluate.matching import LETTERS, exact_match, vqa_accuracy
 from fgjax.evaluate.report import Result
 
 
 @dataclasses.dataclass(frozen=True)
 class QAConfig:
     max_new_tokens: int = 16
-    choice_modes: tuple[str, ...] = ("letters", "generate")
+    answer_modes: tuple[str, ...] = ("letters", "generate")
     shuffle_options: bool = True
     seed: int = 0
 
@@ -215,28 +215,13 @@ def _choices(evaluator, questions, name, cfg) -> list[Result]:
         ]
 
     results = []
-    for mode in cfg.choice_modes:
-        if mode == "letters":
-            logp = letter_scores(
-                evaluator, source, build, int(counts.max()), "choice questions (letters)"
-            )
-            logp = np.where(np.arange(logp.shape[1])[None] < counts[:, None], logp, -np.inf)
-            picked, texts = np.argmax(logp, axis=1), [None] * len(questions)
-        elif mode == "generate":
-            texts = generate_texts(
-                evaluator, source, build, cfg.max_new_tokens, "choice questions (generate)"
-            )
-            parsed = [parse_option(t, opts) for t, opts in zip(texts, lettered)]
-            picked = np.asarray([-1 if p is None else p for p in parsed])
-        elif mode == "likelihood":
-            picked, texts = (
-                _cloze_choices(evaluator, source, questions, lettered),
-                [None] * len(questions),
-            )
-        else:
-            raise ValueError(
-                f"unknown answer mode {mode!r}; use 'letters', 'generate' or 'likelihood'"
-            )
+    for mode in cfg.answer_modes:
+        picked, extra = answer_choices(
+            evaluator, source, build, lettered, mode,
+            lambda: _cloze_scores(evaluator, source, questions, lettered),
+            desc="choice questions", max_new_tokens=cfg.max_new_tokens,
+        )  # fmt: skip
+        texts = [e.get("text") for e in extra]
         correct = picked == answers
         records = [
             {"id": q["id"], "question": q["question"], "options": opts, "answer": LETTERS[a],
@@ -256,9 +241,9 @@ def _choices(evaluator, questions, name, cfg) -> list[Result]:
     return results
 
 
-def _cloze_choices(evaluator, source, questions, lettered) -> np.ndarray:
-    """i32[N]: per question, the index (in `lettered` order) of its likeliest option, every
-    option scored as the reply to the short-answer prompt."""
+def _cloze_scores(evaluator, source, questions, lettered) -> np.ndarray:
+    """f32[N, K]: each question's options (in `lettered` order; -inf past its own) scored as
+    the reply to the short-answer prompt."""
     texts = sorted({option for options in lettered for option in options})
     continuations = [evaluator.prompter.continuation(t, None) for t in texts]
 
@@ -272,12 +257,10 @@ def _cloze_choices(evaluator, source, questions, lettered) -> np.ndarray:
         evaluator, source, build, continuations, "choice questions (likelihood)"
     )["scores"]
     column = {t: j for j, t in enumerate(texts)}
-    return np.asarray(
-        [
-            int(np.argmax([logp[i, column[o]] for o in options]))
-            for i, options in enumerate(lettered)
-        ]
-    )
+    out = np.full((len(lettered), max(map(len, lettered))), -np.inf, np.float32)
+    for i, options in enumerate(lettered):
+        out[i, : len(options)] = [logp[i, column[o]] for o in options]
+    return out
 
 
 def _by_type(questions, correct, metric: str) -> dict:
@@ -286,3 +269,21 @@ def _by_type(questions, correct, metric: str) -> dict:
         if q.get("type"):
             groups[q["type"]].append(ok)
     return {f"{metric}/{t}": float(np.mean(v)) for t, v in sorted(groups.items())}
+
+
+def _sources(entry: dict) -> list[tuple[str, dict]]:
+    """(group, question source spec) of general_qa's config entry."""
+    out = []
+    for source in entry.get("sources") or [{"source": "specimens"}]:
+        source = dict(source)
+        out.append((f"general_qa/{source.get('name', source.get('source', 'specimens'))}", source))
+    return out
+
+
+def _run(context, cfg: QAConfig, group: str, source: dict) -> list[Result]:
+    return evaluate(context.evaluator, load_questions(source), group, cfg)
+
+
+protocols.register(
+    protocols.Protocol("general_qa", QAConfig, _run, sources=_sources, inputs=("sources",))
+)

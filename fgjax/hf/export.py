@@ -7,7 +7,7 @@ HF format: a VLM becomes `LlavaForConditionalGeneration` (legacy key layout), a 
 trained alone its `*ForCausalLM`, a vision tower its `*VisionModel`; with the tokenizer
 (`<image>` a special token at the model's image_token_id), chat template, image processor,
 LLaVA processor and generation config (fgjax/hf/processor_files.py). Parameters stream from
-the checkpoint to the shards one tensor at a time (fgjax/hf/workdir.py, fgjax/hf/writer.py).
+the checkpoint to the shards one tensor at a time (fgjax/rundir.py, fgjax/hf/writer.py).
 Everything is written into a temporary sibling directory renamed to `out` at the end, so a
 failed export leaves nothing behind.
 """
@@ -26,11 +26,11 @@ import numpy as np
 
 from fgjax import native
 from fgjax.data.conversation import ConversationEncoder
+from fgjax.data.tokenizer import tokenizer_for
 from fgjax.hf import config_export, processor_files, writer
 from fgjax.hf.configs import UnsupportedModelError
-from fgjax.hf.workdir import Run, RunError
 from fgjax.models.config import DecoderConfig, FusedVitConfig, VitConfig, VLMConfig
-from fgjax.train.data import tokenizer_for
+from fgjax.rundir import Run, RunError
 
 FORMATS = ("auto", "hf", "native")
 
@@ -110,7 +110,7 @@ def _tokenizer_and_template(run: Run, tokenizer_path: str | None):
         )
     cfg = run.model_cfg
     is_vlm = isinstance(cfg, VLMConfig)
-    tokenizer = tokenizer_for(data, image_token=is_vlm)  # the trainer's own set-up
+    tokenizer = tokenizer_for(path, image_token=is_vlm)  # the trainer's own set-up
     template = data.get("template")
     if template is not None:
         if is_vlm:  # raises if the tokenizer's <image> id or vocabulary disagree with the model

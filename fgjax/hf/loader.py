@@ -16,11 +16,12 @@ from flax import nnx
 
 from fgjax.hf import configs, io, keymaps, writer
 from fgjax.models import build
+from fgjax.trees import ParameterMismatchError
 
 _MAX_LISTED = 25
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(ParameterMismatchError):
     """The checkpoint's tensors do not match the model its config.json describes."""
 
 

@@ -185,7 +185,7 @@ def run(config, workdir: str) -> dict:
     _xla_flags(config.get("xla_flags"))
     import jax
 
-    from fgjax.train.logging import setup_python_logging
+    from fgjax.console import setup_python_logging
 
     setup_python_logging()
     workdir = Path(workdir).absolute()

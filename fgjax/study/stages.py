@@ -23,7 +23,7 @@ from pathlib import Path
 import ml_collections
 
 from fgjax import native
-from fgjax.train.init import export_dir
+from fgjax.rundir import export_dir
 
 LEVELS = {
     "encoder": ("base", "upgraded"),
@@ -288,7 +288,7 @@ def eval_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
     c.protocols = {
         "multiple_choice": {"k": 5, "seed": 0, "answer_modes": modes},
         "general_qa": {"sources": [_benchmark(study, False), _benchmark(study, True)],
-                       "choice_modes": modes},
+                       "answer_modes": modes},
     }  # fmt: skip
     c.negatives = {"miner": ev.miner}
     c.options_dir = str(p.root / "options")

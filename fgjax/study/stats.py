@@ -189,22 +189,6 @@ def bootstrap(
     return bootstrap_many(results, [contrast], samples, seed, level)[0]
 
 
-def arm_intervals(
-    results: Results,
-    metric: str,
-    part: str | None = None,
-    samples: int = 2000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> dict[str, Estimate]:
-    """arm -> raw accuracy in % (not chance-normalised) of one metric, same two-stage scheme."""
-    names = list(results.arms)
-    found = bootstrap_many(
-        results, [term(n, metric, part) for n in names], samples, seed, level, normalise=False
-    )
-    return dict(zip(names, found))
-
-
 def ratio(numerator: Estimate, denominator: Estimate, level: float = 0.95) -> Estimate:
     """numerator / denominator, replicate by replicate: both must come from the same draws
     (one bootstrap_many call, or calls with the same seed and samples)."""

@@ -146,9 +146,6 @@ class Checkpointer:
             self._move_aside(step)
         return found
 
-    def wait(self) -> None:
-        self._wait()
-
     def close(self) -> None:
         """Waits for the save in flight (raising its error, if it failed) and closes; once."""
         if self._closed:
@@ -275,11 +272,3 @@ def _shapes(tree: Any) -> collections.Counter:
 
 def _position_hash(data_iterator) -> int:
     return zlib.crc32(json.dumps(data_iterator.get_state(), sort_keys=True, default=str).encode())
-
-
-def abstract_like(tree: Any) -> Any:
-    """ShapeDtypeStructs (with shardings) of a pytree of arrays, for restoring into."""
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-        tree,
-    )

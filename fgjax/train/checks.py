@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import jax
 
-from fgjax.train import sharding
+from fgjax import sharding
 
 
 def _integer(key: str, value, minimum: int, why: str = "") -> None:

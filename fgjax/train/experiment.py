@@ -13,11 +13,11 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fgjax import models
+from fgjax import models, sharding, trees
 from fgjax.models.config import FusedVitConfig, VLMConfig
 from fgjax.models.contrastive import ContrastiveConfig
 from fgjax.models.partitioning import DEFAULT_RULES, activation_sharding
-from fgjax.train import checks, optim, sharding, tasks
+from fgjax.train import checks, optim, schema, tasks
 from fgjax.train.step import TrainState, make_train_step
 
 
@@ -102,6 +102,7 @@ def _with_sharding(leaf, sharding_):
 
 def build(config, devices=None) -> Experiment:
     """Validates `config` and derives the experiment; raises before compiling on bad input."""
+    config = schema.resolve(config)
     task = tasks.get(config.get("task", "vlm"))
     checks.training_values(config, [name for name, _ in task.groups])
     if devices is None and config.get("num_devices"):
@@ -113,7 +114,7 @@ def build(config, devices=None) -> Experiment:
 
     graphdef, abstract_state = nnx.split(models.abstract(model_cfg))
     abstract_params = nnx.to_pure_dict(abstract_state)
-    path_groups = optim.assign_groups(list(optim.flatten(abstract_params)), task.groups)
+    path_groups = optim.assign_groups(list(trees.flatten(abstract_params)), task.groups)
     flags = optim.resolve_trainable(config.get("stage"), config.get("trainable"), task.groups)
     param_sh = sharding.state_shardings(abstract_state, mesh, rules)
     trainable_sh, frozen_sh = optim.split(param_sh, path_groups, flags)

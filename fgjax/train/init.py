@@ -11,7 +11,6 @@ Every loaded tensor must match the configured model's shape; mismatches are list
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -20,9 +19,8 @@ from flax import nnx
 from fgjax import hf, models, native
 from fgjax.models import vlm
 from fgjax.models.config import VLMConfig
-from fgjax.train.optim import flatten, unflatten
-
-PARAMS_EXPORT = "params_export"  # a run's final parameters, inside its workdir
+from fgjax.rundir import run_export
+from fgjax.trees import ParameterMismatchError, flatten, mismatches, unflatten
 
 
 def random_params(model_cfg, shardings: dict, seed: int, only: set[str] | None = None) -> dict:
@@ -42,28 +40,6 @@ def random_params(model_cfg, shardings: dict, seed: int, only: set[str] | None =
         return {}
     target = shardings if only is None else {name: shardings[name] for name in only}
     return jax.jit(create, out_shardings=target)()
-
-
-def export_dir(workdir, step: int | None = None) -> Path:
-    """Where a run's parameters exports live: the final one, or the one at `step`
-    (config.export_steps)."""
-    return Path(workdir) / (PARAMS_EXPORT if step is None else f"{PARAMS_EXPORT}_step{step}")
-
-
-def run_export(path: str) -> Path:
-    """The parameters export a "run:" source names: "DIR" (the run's final export, or DIR if it
-    is an export itself) or "DIR@STEP" (the export that run wrote at STEP)."""
-    path, _, step = path.partition("@")
-    if step and not step.isdigit():
-        raise ValueError(f"run:{path}@{step}: the part after '@' must be a step number")
-    candidates = [export_dir(path, int(step))] if step else [export_dir(path), Path(path)]
-    target = next((c for c in candidates if native.is_native(c)), None)
-    if target is None:
-        raise FileNotFoundError(
-            f"no parameters export at {' or '.join(map(str, candidates))}; finish that run first "
-            "(or add the step to its config.export_steps), or point at another source"
-        )
-    return target
 
 
 def read_source(source: str) -> dict:
@@ -169,23 +145,22 @@ def _place(loaded: dict, current: dict, shardings: dict, what: str) -> dict:
     """`loaded` moved onto `current`'s shardings after checking paths and shapes (a smaller
     vocabulary is extended, and logged)."""
     want, have, where = flatten(current), flatten(loaded), flatten(shardings)
-    problems = [f"missing {p}" for p in sorted(set(want) - set(have))]
-    problems += [f"unexpected {p}" for p in sorted(set(have) - set(want))]
-    for p in sorted(set(want) & set(have)):
-        if tuple(np.shape(have[p])) == tuple(want[p].shape):
-            continue
-        grown = _extend_vocab(p, np.asarray(have[p]), tuple(want[p].shape))
-        if grown is None:
-            problems.append(
-                f"{p}: shape {tuple(np.shape(have[p]))} but the model needs {tuple(want[p].shape)}"
-            )
-        else:
-            logging.info(
-                "%s: vocabulary extended from %s to %s rows", p, np.shape(have[p]), want[p].shape
-            )
-            have[p] = grown
+    for p in sorted(want.keys() & have.keys()):
+        if tuple(np.shape(have[p])) != tuple(want[p].shape):
+            grown = _extend_vocab(p, np.asarray(have[p]), tuple(want[p].shape))
+            if grown is not None:
+                logging.info(
+                    "%s: vocabulary extended from %s to %s rows",
+                    p,
+                    np.shape(have[p]),
+                    want[p].shape,
+                )
+                have[p] = grown
+    problems = mismatches(
+        {p: w.shape for p, w in want.items()}, {p: np.shape(h) for p, h in have.items()}
+    )
     if problems:
-        raise ValueError(f"cannot initialize {what}:\n  " + "\n  ".join(problems[:30]))
+        raise ParameterMismatchError(f"cannot initialize {what}:\n  " + "\n  ".join(problems[:30]))
     return unflatten(
         {p: jax.device_put(np.asarray(have[p], want[p].dtype), where[p]) for p in want}
     )

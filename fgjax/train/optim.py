@@ -17,6 +17,8 @@ import jax
 import numpy as np
 import optax
 
+from fgjax.trees import flatten, unflatten
+
 Groups = Sequence[tuple[str, str]]
 
 VLM_GROUPS: Groups = (
@@ -33,33 +35,6 @@ STAGES: dict[str, dict[str, bool]] = {
 }
 
 _DECAYED_LEAVES = ("kernel", "embedding", "lm_head")
-
-
-def flatten(tree: Mapping) -> dict[str, object]:
-    """Nested dict -> {"a/b/c": leaf}."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update({f"{key}/{k}": v for k, v in flatten(value).items()})
-        else:
-            out[str(key)] = value
-    return out
-
-
-def unflatten(flat: Mapping[str, object]) -> dict:
-    out: dict = {}
-    for path, value in flat.items():
-        node = out
-        *parents, leaf = path.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
-def merge(a: Mapping, b: Mapping) -> dict:
-    """Deep merge of two disjoint nested dicts."""
-    return unflatten({**flatten(a), **flatten(b)})
 
 
 def assign_groups(paths: Sequence[str], groups: Groups) -> dict[str, str]:

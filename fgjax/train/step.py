@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from fgjax import trees
 from fgjax.models.layers import at_least_float32
-from fgjax.train.optim import merge
 
 # loss_fn(model, batch) -> (sum of per-token losses, number of loss tokens, extra metrics as sums)
 LossFn = Callable[[nnx.Module, dict], tuple[jax.Array, jax.Array, dict]]
@@ -25,7 +25,7 @@ class TrainState(NamedTuple):
     """Everything a resumed run needs besides the frozen parameters and the data position."""
 
     step: jax.Array  # i32[]
-    params: dict  # the trainable parameters (nested dict of arrays)
+    trainable: dict  # the trainable parameters (nested dict of arrays); the frozen live apart
     opt_state: optax.OptState
     rng: jax.Array  # u32[2]: key data, folded with the step for any randomness in the step
 
@@ -61,13 +61,13 @@ def make_train_step(
 
     def step(state: TrainState, frozen: dict, batch: dict):
         def summed_loss(trainable, micro):
-            model = nnx.merge(graphdef, merge(trainable, frozen))
+            model = nnx.merge(graphdef, trees.merge(trainable, frozen))
             total, count, extra = loss_fn(model, micro)
             return total, (count, extra)
 
         def micro_step(micro):
             (total, (count, extra)), grads = jax.value_and_grad(summed_loss, has_aux=True)(
-                state.params, micro
+                state.trainable, micro
             )
             acc = at_least_float32(total.dtype)
             return grads, total.astype(acc), count.astype(jnp.float32), extra
@@ -90,11 +90,11 @@ def make_train_step(
         grads = jax.tree.map(lambda g: g / denom, grads)
         loss = total / denom
         grad_norm = optax.global_norm(grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
+        params = optax.apply_updates(state.trainable, updates)
         params_finite = jnp.stack([jnp.isfinite(p).all() for p in jax.tree.leaves(params)]).all()
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & params_finite
-        params = _where(finite, params, state.params)
+        params = _where(finite, params, state.trainable)
         opt_state = _where(finite, opt_state, state.opt_state)
         new_state = TrainState(state.step + 1, params, opt_state, state.rng)
         metrics = {

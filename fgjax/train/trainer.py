@@ -9,7 +9,6 @@ flight before it raises, so the checkpoints left are complete and hold finite va
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -17,14 +16,15 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from fgjax import distributed, native
+from fgjax import distributed, native, rundir, trees
+from fgjax.console import setup_python_logging
 from fgjax.data import pipeline
-from fgjax.models import config as model_config
+from fgjax.data.tokenizer import tokenizer_for
 from fgjax.models import presets
 from fgjax.models.partitioning import activation_sharding
-from fgjax.train import checkpoint, experiment, flops, init, optim
-from fgjax.train import data as train_data
-from fgjax.train.logging import Logger, setup_python_logging
+from fgjax.train import checkpoint, experiment, flops, init, optim, schema
+from fgjax.train import inputs as train_inputs
+from fgjax.train.metrics import Logger
 from fgjax.train.step import TrainState
 
 
@@ -37,13 +37,14 @@ def train(config, workdir: str) -> dict:
     # ---------------------------------------------------------------- start-up, logging
     distributed.initialize()
     setup_python_logging()
+    config = schema.resolve(config)  # a checked copy with every default: the caller's is kept
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     task_name = config.get("task", "vlm")
     is_vlm = task_name == "vlm"
 
     # ---------------------------------------------------------------- tokenizer, config checks, mesh
-    tokenizer = train_data.tokenizer_for(config.data, image_token=is_vlm)
+    tokenizer = tokenizer_for(config.data.tokenizer, image_token=is_vlm)
     if is_vlm and config.model.get("image_token_id") is None:
         config.model.image_token_id = tokenizer.token_to_id("<image>")
     fit_vocabulary(config, tokenizer.vocab_size)
@@ -63,7 +64,7 @@ def train(config, workdir: str) -> dict:
     optim.log_counts(optim.count_report(exp.abstract_params, exp.path_groups, exp.flags))
 
     # ---------------------------------------------------------------- input pipeline
-    train_ds, transform, sources = train_data.train_dataset(
+    train_ds, transform, sources = train_inputs.train_dataset(
         config, exp.model_cfg, tokenizer, pipeline.HostShard.current()
     )
     data_iter = iter(train_ds)
@@ -87,10 +88,7 @@ def train(config, workdir: str) -> dict:
         state, frozen = TrainState(*tree["state"]), tree["frozen"]
         logging.info("resumed from the checkpoint at step %d", step)
     if jax.process_index() == 0:  # after the restore: a run of another config stops above
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-        (workdir / "model_config.json").write_text(
-            json.dumps(model_config.to_dict(exp.model_cfg), indent=2)
-        )
+        rundir.write_configs(workdir, config, exp.model_cfg)
 
     # ---------------------------------------------------------------- the loop
     total = exp.total_steps
@@ -130,16 +128,16 @@ def train(config, workdir: str) -> dict:
                 pending, since, since_step = [], time.perf_counter(), step + 1
             if export_now:
                 native.save(
-                    init.export_dir(workdir, step + 1),
+                    rundir.export_dir(workdir, step + 1),
                     exp.model_cfg,
-                    optim.merge(state.params, frozen),
+                    trees.merge(state.trainable, frozen),
                 )
             if save_now:  # the steps up to here were checked to be finite just above
                 ckpt.save(step + 1, {"state": state, "frozen": frozen}, data_iter, force=True)
 
     # ---------------------------------------------------------------- parameters export, data report
-    native.save(init.export_dir(workdir), exp.model_cfg, optim.merge(state.params, frozen))
-    logging.info("data report: %s", train_data.data_report(transform, config.data.sources, sources))
+    native.save(rundir.export_dir(workdir), exp.model_cfg, trees.merge(state.trainable, frozen))
+    logging.info("data report: %s", train_inputs.data_report(transform, config.data.sources, sources))
     return {**metrics, "step": int(state.step)}
 
 

@@ -21,7 +21,7 @@ from fgjax import models, native
 from fgjax.evaluate import configs, likelihood, runner
 from fgjax.evaluate.matching import LETTERS
 from fgjax.evaluate.prompts import QUESTION
-from fgjax.train.init import PARAMS_EXPORT
+from fgjax.rundir import PARAMS_EXPORT
 from tests.evaluate import planted
 
 TRAIN_STEPS = 300
@@ -89,7 +89,7 @@ def eval_config(model: str, specs: list[dict], questions: str, options_dir: Path
             "probe": {"steps": 200},
             "general_qa": {"sources": [{"source": "jsonl", "name": "qa", "path": questions}],
                            "max_new_tokens": 8, "shuffle_options": False,
-                           "choice_modes": ["letters", "generate", "likelihood"]},
+                           "answer_modes": ["letters", "generate", "likelihood"]},
         },
     )  # fmt: skip
     config.datasets = specs

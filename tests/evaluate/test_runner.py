@@ -16,7 +16,7 @@ from flax import nnx
 from fgjax import models, native
 from fgjax.evaluate import configs, runner
 from fgjax.launch import local
-from fgjax.train.init import PARAMS_EXPORT
+from fgjax.rundir import PARAMS_EXPORT
 from tests.evaluate import planted
 
 ROOT = Path(__file__).parents[2]

@@ -12,8 +12,8 @@ import numpy as np
 from flax import nnx
 
 from fgjax import models, native
-from fgjax.hf.workdir import PARAMS_EXPORT
 from fgjax.models import config as model_config
+from fgjax.rundir import PARAMS_EXPORT
 
 
 def random_params(cfg, seed: int = 0) -> dict:

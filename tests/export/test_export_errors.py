@@ -15,12 +15,11 @@ import pytest
 from flax import nnx
 
 from fgjax import export as cli
-from fgjax import native
+from fgjax import native, trees
 from fgjax.hf.configs import UnsupportedModelError
 from fgjax.hf.export import export_run, unsupported_reason
-from fgjax.hf.workdir import RunError
 from fgjax.models import presets
-from fgjax.train import optim
+from fgjax.rundir import RunError
 from tests.export import runs
 
 
@@ -169,8 +168,8 @@ def test_unrepresentable_models(dataset, tmp_path, name):
     assert result.format == "native" and reason in result.reason
     model, cfg = native.load(tmp_path / "out")
     assert cfg == native.read_config(workdir / "params_export")
-    back = optim.flatten(jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param))))
-    want = optim.flatten(params)
+    back = trees.flatten(jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param))))
+    want = trees.flatten(params)
     assert sorted(back) == sorted(want)
     assert all(np.array_equal(back[p], want[p]) for p in want)
     assert (tmp_path / "out" / "tokenizer" / "tokenizer.json").is_file()

@@ -20,13 +20,12 @@ from PIL import Image
 from safetensors import safe_open
 
 import fgjax.hf
-from fgjax import native
+from fgjax import native, trees
 from fgjax.data import images
 from fgjax.data.conversation import ConversationEncoder
+from fgjax.data.tokenizer import tokenizer_for
 from fgjax.hf.export import export_run
-from fgjax.hf.workdir import Run
-from fgjax.train import data as train_data
-from fgjax.train import optim
+from fgjax.rundir import Run
 from tests.hf.hf_testing import rel_err
 
 TOWERS = ["clip", "siglip"]
@@ -61,7 +60,7 @@ def fgjax_inputs(workdir, model_cfg):
     """fgjax's own prompt tokens i32[1, T] and pixels f32[1, S, S, 3] for QUESTION and the image."""
     config = json.loads((workdir / "config.json").read_text())
     data = ml_collections.ConfigDict(config["data"])
-    tokenizer = train_data.tokenizer_for(data, image_token=True)
+    tokenizer = tokenizer_for(data.tokenizer, image_token=True)
     encoder = ConversationEncoder.for_model(tokenizer, data.template, model_cfg)
     tokens = encoder.encode_prompt("<image>\n" + QUESTION, has_image=True)
     mode = config["data"]["preprocess"]
@@ -140,7 +139,7 @@ def test_round_trip_is_bit_exact(exported, name):
     store, _ = Run.open(workdir).params()
     model, cfg = fgjax.hf.load(path)
     assert cfg.decoder.vocab_size == Run.open(workdir).model_cfg.decoder.vocab_size
-    loaded = optim.flatten(jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param))))
+    loaded = trees.flatten(jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param))))
     assert sorted(loaded) == sorted(store)
     different = [p for p in store if not np.array_equal(loaded[p], store[p])]
     assert different == []
@@ -171,7 +170,7 @@ def test_native_on_request(trained, tmp_path):
     assert result.format == "native" and result.reason is None
     model, cfg = native.load(tmp_path / "native")
     assert cfg.decoder.param_dtype == cfg.encoder.param_dtype == "bfloat16"
-    loaded = optim.flatten(jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param))))
+    loaded = trees.flatten(jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param))))
     step3, _ = Run.open(workdir).params(step=3)
     assert sorted(loaded) == sorted(step3)
     assert all(np.array_equal(loaded[p], step3[p].astype(ml_dtypes.bfloat16)) for p in step3)

@@ -267,7 +267,9 @@ def test_paired_resampling_with_one_seed():
     width = np.subtract(*np.percentile(unpaired, [97.5, 2.5]))
     assert high - low < 0.5 * width
     # one arm's accuracy with one seed: still an interval, around the exact 198 / 300
-    acc = stats.arm_intervals(r, "fine_letter", samples=500)[r.names[a]]
+    (acc,) = stats.bootstrap_many(
+        r, [stats.term(r.names[a], "fine_letter")], 500, 0, 0.95, normalise=False
+    )
     assert acc.point == pytest.approx(66.0, abs=1e-4)
     assert acc.interval[0] < 66.0 < acc.interval[1] and acc.interval[1] - acc.interval[0] > 5
 

@@ -7,7 +7,7 @@ import pytest
 
 from configs.study import mini
 from fgjax.study import stages
-from fgjax.train.data import make_source
+from fgjax.train.inputs import make_source
 
 ROOT = Path("/nonexistent/study")
 
@@ -88,7 +88,7 @@ def test_every_training_record_fits_its_stage_loss_tokens_per_row(tmp_path):
     """The LM head runs at `loss_tokens_per_row` positions of a row: a longer answer anywhere in
     the world's records would stop the study minutes in, so all of them are measured here."""
     from fgjax.study import run
-    from fgjax.train import data as train_data
+    from fgjax.train import inputs as train_inputs
     from fgjax.train import tasks
 
     study = mini.get_config()
@@ -98,9 +98,9 @@ def test_every_training_record_fits_its_stage_loss_tokens_per_row(tmp_path):
     trained = stages.arms()[0].name
     for name in (f"seed 0: align {trained}", "seed 0: instruct classify"):
         config = by_name[name].config
-        transform = train_data.make_transform(config, tasks.get("vlm").model_config(config), tok)
+        transform = train_inputs.make_transform(config, tasks.get("vlm").model_config(config), tok)
         for spec in config.data.sources:
-            source = train_data.make_source(dict(spec))
+            source = train_inputs.make_source(dict(spec))
             encode = transform.encoder.encode
             most = max(
                 encode(source[i]["conversations"], has_image=True).loss_mask.sum()

@@ -13,9 +13,8 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from fgjax import native
+from fgjax import native, rundir, trees
 from fgjax.data.tokenizer_train import tiny_tokenizer
-from fgjax.train import init, optim
 
 ROOT = Path(__file__).parents[2]
 
@@ -117,4 +116,4 @@ def losses(workdir: Path) -> dict[int, float]:
 
 
 def exported(workdir: Path) -> dict:
-    return optim.flatten(jax.device_get(native.load_params(workdir / init.PARAMS_EXPORT)))
+    return trees.flatten(jax.device_get(native.load_params(workdir / rundir.PARAMS_EXPORT)))

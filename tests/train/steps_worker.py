@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fgjax import distributed
+from fgjax import distributed, trees
+from fgjax.data.tokenizer import tokenizer_for
 
 distributed.initialize()
 
@@ -30,8 +31,8 @@ from flax import nnx  # noqa: E402
 
 from fgjax.data import pipeline  # noqa: E402
 from fgjax.models.partitioning import activation_sharding  # noqa: E402
-from fgjax.train import data as train_data  # noqa: E402
-from fgjax.train import experiment, init, optim, trainer  # noqa: E402
+from fgjax.train import experiment, init, trainer  # noqa: E402
+from fgjax.train import inputs as train_inputs  # noqa: E402
 from fgjax.train.step import make_train_step  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parents[2]))
@@ -68,14 +69,14 @@ def run(data: dict, mesh: dict, steps: int, stage: str, params=None, plant=None)
     if "num_devices" in mesh:
         config.num_devices = mesh.pop("num_devices")
         config.mesh = mesh
-    tokenizer = train_data.tokenizer_for(config.data, image_token=True)
+    tokenizer = tokenizer_for(config.data.tokenizer, image_token=True)
     config.model.image_token_id = tokenizer.token_to_id("<image>")
     exp = experiment.build(config)
     if plant == "f32_gradients":
         exp = f32_gradients(exp)
     elif plant is not None:
         raise ValueError(f"unknown planted bug {plant!r}")
-    ds, _, _ = train_data.train_dataset(
+    ds, _, _ = train_inputs.train_dataset(
         config, exp.model_cfg, tokenizer, pipeline.HostShard.current()
     )
     it = iter(ds)
@@ -91,7 +92,7 @@ def run(data: dict, mesh: dict, steps: int, stage: str, params=None, plant=None)
                 state, frozen, pipeline.to_global(next(it), exp.batch_sharding)
             )
             losses.append(float(metrics["loss"]))
-    return losses, jax.device_get(optim.merge(state.params, frozen)), params
+    return losses, jax.device_get(trees.merge(state.trainable, frozen)), params
 
 
 def main(data_dir: str, out: str, stage: str, *args: str) -> None:
@@ -103,7 +104,7 @@ def main(data_dir: str, out: str, stage: str, *args: str) -> None:
         plant = plants[0] if plants and i > 0 else None
         losses, final, initial = run(data, json.loads(mesh), 3, stage, initial, plant)
         results[f"{i}/losses"] = np.asarray(losses)
-        results.update({f"{i}/params/{k}": v for k, v in optim.flatten(final).items()})
+        results.update({f"{i}/params/{k}": v for k, v in trees.flatten(final).items()})
     np.savez(out, **results)
 
 

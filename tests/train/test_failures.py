@@ -20,11 +20,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fgjax import native
+from fgjax import native, rundir
 from fgjax.data import pipeline
 from fgjax.data.skips import BadInputError
-from fgjax.train import checkpoint, experiment, init, trainer
-from fgjax.train import data as train_data
+from fgjax.data.tokenizer import tokenizer_for
+from fgjax.train import checkpoint, experiment, trainer
+from fgjax.train import inputs as train_inputs
 from tests.train import helpers
 
 EXPORT_WORKER = str(Path(__file__).with_name("export_worker.py"))
@@ -99,7 +100,7 @@ def rerun_after(finished: Path, tmp_path: Path, data, steps_to_damage, damage) -
     run again with the same config."""
     workdir = tmp_path / "work"
     shutil.copytree(finished, workdir)
-    shutil.rmtree(workdir / init.PARAMS_EXPORT)
+    shutil.rmtree(workdir / rundir.PARAMS_EXPORT)
     for step in steps_to_damage:
         damage(workdir / "checkpoints" / str(step))
     trainer.train(run_config(data), str(workdir))
@@ -159,7 +160,7 @@ def test_checkpoints_of_another_config_stop_the_run_and_are_kept(finished, tmp_p
 def test_a_corrupted_export_fails_to_load_and_names_its_directory(finished, tmp_path):
     """Defect 7 for parameters exports: a flipped byte is reported, not loaded."""
     export = tmp_path / "export"
-    shutil.copytree(finished / init.PARAMS_EXPORT, export)
+    shutil.copytree(finished / rundir.PARAMS_EXPORT, export)
     flip_byte(export / "params")
     with pytest.raises(native.CorruptExportError, match=f"{export}.*other values"):
         native.load_params(export)
@@ -192,12 +193,12 @@ def test_non_finite_parameters_stop_the_run_before_anything_is_saved(data, tmp_p
     for step in ckpt.steps():
         tree = ckpt.restore(step, {"state": exp.abstract_state(), "frozen": exp.abstract_frozen()})
         assert all(np.isfinite(x).all() for x in jax.tree.leaves(jax.device_get(tree)))
-    assert not native.is_native(init.export_dir(tmp_path))
+    assert not native.is_native(rundir.export_dir(tmp_path))
 
 
 def with_image_token(config):
     config = copy.deepcopy(config)
-    tokenizer = train_data.tokenizer_for(config.data, image_token=True)
+    tokenizer = tokenizer_for(config.data.tokenizer, image_token=True)
     config.model.image_token_id = tokenizer.token_to_id("<image>")
     return config
 
@@ -233,7 +234,7 @@ def test_a_killed_reexport_is_not_taken_for_an_export(tmp_path):
     proc.wait()
     assert not native.is_native(export)
     with pytest.raises(FileNotFoundError, match="no parameters export"):
-        init.run_export(str(tmp_path))
+        rundir.run_export(str(tmp_path))
 
 
 def test_a_full_disk_ends_in_one_message_and_keeps_the_last_checkpoint(data, tmp_path):
@@ -313,14 +314,14 @@ def test_skips_are_counted_per_row_however_often_rows_are_read(data, tmp_path):
     Path(bad["json"]).write_text(json.dumps(table))
     config = with_image_token(run_config(bad))
     exp = experiment.build(config)
-    tokenizer = train_data.tokenizer_for(config.data, image_token=True)
-    ds, transform, sources = train_data.train_dataset(
+    tokenizer = tokenizer_for(config.data.tokenizer, image_token=True)
+    ds, transform, sources = train_inputs.train_dataset(
         config, exp.model_cfg, tokenizer, pipeline.HostShard()
     )
     it = iter(ds)
     for _ in range(3 * len(table) // config.batch_size):
         next(it)
-    report = train_data.data_report(transform, config.data.sources, sources)
+    report = train_inputs.data_report(transform, config.data.sources, sources)
     assert report["skipped_samples"] == {"cannot be encoded": 5}
     assert report["llava_json"]["corrupt image"] == 4
 
@@ -399,7 +400,7 @@ def test_two_processes_agree_on_the_checkpoint_they_resume_from(data, tmp_path):
     command = helpers.main_command(helpers.config_file(tmp_path, run_config(data)), tmp_path / "a")
     assert local.run(command, 2, devices=2, timeout=600) == 0
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    shutil.rmtree(tmp_path / "b" / init.PARAMS_EXPORT)
+    shutil.rmtree(tmp_path / "b" / rundir.PARAMS_EXPORT)
     zero_fill(tmp_path / "b" / "checkpoints" / "8")
     with pytest.raises(checkpoint.IncompatibleCheckpointError, match="written by 2 processes"):
         trainer.train(run_config(data), str(tmp_path / "b"))

@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from fgjax import rundir, trees
 from fgjax.data import pipeline
+from fgjax.data.tokenizer import tokenizer_for
 from fgjax.launch import local
 from fgjax.models.partitioning import activation_sharding
 from fgjax.train import checkpoint, experiment, init, optim, trainer
-from fgjax.train import data as train_data
+from fgjax.train import inputs as train_inputs
 from tests.train import helpers
 
 WORKER = str(Path(__file__).with_name("steps_worker.py"))
@@ -32,15 +34,13 @@ def data(tmp_path_factory):
 
 def build(data, **kwargs):
     config = helpers.tiny_config(data, **kwargs)
-    config.model.image_token_id = train_data.tokenizer_for(
-        config.data, image_token=True
-    ).token_to_id("<image>")
+    config.model.image_token_id = tokenizer_for(config.data.tokenizer, image_token=True).token_to_id("<image>")
     return experiment.build(config)
 
 
 def batches(exp, count):
-    tokenizer = train_data.tokenizer_for(exp.config.data, image_token=True)
-    ds, _, _ = train_data.train_dataset(exp.config, exp.model_cfg, tokenizer, pipeline.HostShard())
+    tokenizer = tokenizer_for(exp.config.data.tokenizer, image_token=True)
+    ds, _, _ = train_inputs.train_dataset(exp.config, exp.model_cfg, tokenizer, pipeline.HostShard())
     it = iter(ds)
     return [next(it) for _ in range(count)]
 
@@ -149,7 +149,7 @@ def test_sigkill_and_rerun_is_bit_identical(reference_run, tmp_path):
     assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (workdir / init.PARAMS_EXPORT).exists()
+    assert not (workdir / rundir.PARAMS_EXPORT).exists()
     subprocess.run(command, env=helpers.env(), check=True, timeout=600)
     expected, got = helpers.exported(reference_run["workdir"]), helpers.exported(workdir)
     assert expected.keys() == got.keys()
@@ -163,11 +163,11 @@ def test_sigkill_and_rerun_is_bit_identical(reference_run, tmp_path):
 def test_align_freezes_encoder_and_llm(data):
     align = build(data, stage="align")
     state, frozen = trainer.fresh_state(align)
-    initial = optim.flatten(jax.device_get(optim.merge(state.params, frozen)))
+    initial = trees.flatten(jax.device_get(trees.merge(state.trainable, frozen)))
     with activation_sharding(align.mesh, align.rules):
         for batch in batches(align, 2):
             state, _ = align.step(state, frozen, pipeline.to_global(batch, align.batch_sharding))
-    final = optim.flatten(jax.device_get(optim.merge(state.params, frozen)))
+    final = trees.flatten(jax.device_get(trees.merge(state.trainable, frozen)))
     for name, value in initial.items():
         if not name.startswith("projector/"):
             np.testing.assert_array_equal(final[name], value, err_msg=name)
@@ -217,7 +217,7 @@ def test_gradient_accumulation_matches_one_big_batch(data):
     for exp in (big, accumulated):
         state, frozen = trainer.fresh_state(exp, params)
         state, metrics = exp.step(state, frozen, pipeline.to_global(batch, exp.batch_sharding))
-        results.append((float(metrics["loss"]), optim.flatten(jax.device_get(state.params))))
+        results.append((float(metrics["loss"]), trees.flatten(jax.device_get(state.trainable))))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
     for name, value in results[0][1].items():
         np.testing.assert_allclose(results[1][1][name], value, rtol=1e-5, atol=1e-7, err_msg=name)
@@ -238,11 +238,11 @@ def test_lm_head_at_loss_positions_only_gives_the_full_loss_and_gradients(data):
         loss_fn = full.task.loss_fn(full.flags, cap)
 
         def summed(t):
-            total, count, extra = loss_fn(nnx.merge(full.graphdef, optim.merge(t, frozen)), batch)
+            total, count, extra = loss_fn(nnx.merge(full.graphdef, trees.merge(t, frozen)), batch)
             return total / count, extra
 
         (loss, extra), grads = jax.jit(jax.value_and_grad(summed, has_aux=True))(trainable)
-        return float(loss), extra, optim.flatten(jax.device_get(grads))
+        return float(loss), extra, trees.flatten(jax.device_get(grads))
 
     reference, _, reference_grads = loss_and_grads(None)
     for cap in (int(per_row.max()), int(per_row.max()) + 5):

@@ -6,7 +6,7 @@ import pytest
 from fgjax.data.conversation import ConversationEncoder
 from fgjax.data.skips import SkipGuard, UnusableDataError
 from fgjax.data.tokenizer_train import tiny_tokenizer
-from fgjax.train.data import ConversationTransform
+from fgjax.train.inputs import ConversationTransform
 
 LONG = "Is the bird on the left side of the picture, near the border? " * 8
 

@@ -28,7 +28,7 @@ from fgjax.data.llava_json import LlavaJsonSource
 from fgjax.data.skips import BadInputError, SkipCounter, SkipGuard
 from fgjax.data.specimens_source import SpecimensSource
 from fgjax.data.templates import get_template
-from fgjax.data.tokenizer import Tokenizer, add_image_token, load_tokenizer
+from fgjax.data.tokenizer import Tokenizer
 from fgjax.models.config import DecoderConfig, VLMConfig
 
 # name -> function(spec) returning a random-access source of records
@@ -57,13 +57,6 @@ def make_source(spec: dict):
     if name not in SOURCES:
         raise ValueError(f"unknown training data source {name!r}; available: {sorted(SOURCES)}")
     return SOURCES[name](spec)
-
-
-def tokenizer_for(data_cfg, *, image_token: bool) -> Tokenizer:
-    tok = load_tokenizer(data_cfg.tokenizer)
-    if image_token and tok.token_to_id("<image>") is None:
-        add_image_token(tok)
-    return tok
 
 
 def pad_to(values: np.ndarray, length: int, fill) -> np.ndarray:

@@ -1,19 +1,23 @@
-"""Reading a training run's workdir for export: its configs, its checkpoints and their
-parameters, one tensor at a time.
+"""The layout of a run directory (a workdir), in one place: training writes it through these
+names, and evaluation, export, initialization and the study read it through them.
 
 A workdir written by `fgjax.train.trainer` holds
 
     config.json          the run's ml_collections config (task, data.tokenizer, data.template...)
     model_config.json    the fgjax model config (`fgjax.models.config.to_dict`)
+    metrics.jsonl        one line per logged step
     checkpoints/<step>/  Orbax steps; item "state" = {"state": TrainState, "frozen": params}
     params_export/       the final parameters (`fgjax.native`), once the run has finished
     params_export_step<N>/  parameters at the steps of config.export_steps (kept after the
                          checkpoint of that step is deleted)
 
+An evaluation workdir holds its own config.json beside its reports.
+
 `Run.open(workdir)` checks all that and says what is missing; `run.params(step)` is a
 read-only mapping {fgjax parameter path "a/b/c": np.ndarray} whose values are restored from
 disk on access, one parameter at a time (small ones together; Orbax partial restores), so a
-7B export never holds the whole model in host memory.
+7B export never holds the whole model in host memory. `run_export("DIR[@STEP]")` is the
+parameters export a "run:" source names.
 """
 
 from __future__ import annotations
@@ -28,19 +32,62 @@ from pathlib import Path
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from flax import nnx
+from flax import nnx, traverse_util
 
-from fgjax import models, native
+from fgjax import models, native, trees
 from fgjax.models import config as model_config
-from fgjax.train.init import PARAMS_EXPORT, export_dir
 
+CONFIG = "config.json"
+MODEL_CONFIG = "model_config.json"
+METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+PARAMS_EXPORT = "params_export"  # a run's final parameters
 _UNFINISHED = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
 _STEP_EXPORT = re.compile(rf"^{PARAMS_EXPORT}_step(\d+)$")
 
 
 class RunError(ValueError):
-    """A workdir that cannot be exported as asked: missing, incomplete or corrupt."""
+    """A workdir that cannot be read as asked: missing, incomplete or corrupt."""
+
+
+class RunMismatchError(RunError, trees.ParameterMismatchError):
+    """A run's stored parameters are not those of its model_config.json."""
+
+
+def export_dir(workdir, step: int | None = None) -> Path:
+    """Where a run's parameters exports live: the final one, or the one at `step`
+    (config.export_steps)."""
+    return Path(workdir) / (PARAMS_EXPORT if step is None else f"{PARAMS_EXPORT}_step{step}")
+
+
+def run_export(path: str) -> Path:
+    """The parameters export a "run:" source names: "DIR" (the run's final export, or DIR if it
+    is an export itself) or "DIR@STEP" (the export that run wrote at STEP)."""
+    path, _, step = path.partition("@")
+    if step and not step.isdigit():
+        raise ValueError(f"run:{path}@{step}: the part after '@' must be a step number")
+    candidates = [export_dir(path, int(step))] if step else [export_dir(path), Path(path)]
+    target = next((c for c in candidates if native.is_native(c)), None)
+    if target is None:
+        raise FileNotFoundError(
+            f"no parameters export at {' or '.join(map(str, candidates))}; finish that run first "
+            "(or add the step to its config.export_steps), or point at another source"
+        )
+    return target
+
+
+def read_config(workdir) -> dict:
+    """A workdir's config.json as a dict; {} when it has none (e.g. a bare parameters export)."""
+    file = Path(workdir) / CONFIG
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def write_configs(workdir, config, model_cfg=None) -> None:
+    """config.json (the ml_collections config) and, for a training run, model_config.json."""
+    workdir = Path(workdir)
+    (workdir / CONFIG).write_text(config.to_json_best_effort(indent=2))
+    if model_cfg is not None:
+        (workdir / MODEL_CONFIG).write_text(json.dumps(model_config.to_dict(model_cfg), indent=2))
 
 
 def _listing(path: Path) -> str:
@@ -52,21 +99,11 @@ def _listing(path: Path) -> str:
     return f"[{shown}]" if names else "(empty)"
 
 
-def _flat_leaves(tree, prefix=()) -> dict:
-    """{key tuple: leaf metadata} of an Orbax metadata tree (nested dicts)."""
-    if isinstance(tree, Mapping):
-        out = {}
-        for key, value in tree.items():
-            out.update(_flat_leaves(value, (*prefix, str(key))))
-        return out
-    return {prefix: tree}
-
-
 class ParamStore(Mapping):
     """{fgjax path: np.ndarray} over one Orbax item directory, restored from disk on access.
 
     roots: key prefixes inside the item under which the parameters live, e.g.
-    (("state", "params"), ("frozen",)) for a training checkpoint, ((),) for a native export.
+    (("state", "trainable"), ("frozen",)) for a training checkpoint, ((),) for a native export.
     `shape(path)` and `dtype(path)` read metadata only. Each Orbax restore costs ~0.1 s, so
     small parameters are read together: accessing a parameter also reads the ones after it
     in iteration order, up to `read_ahead_bytes` in all, and keeps them until they are
@@ -87,7 +124,7 @@ class ParamStore(Mapping):
             ) from None
         self._keys = {}  # fgjax path -> full key tuple inside the item
         self._meta = {}
-        for key, meta in _flat_leaves(tree).items():
+        for key, meta in traverse_util.flatten_dict(tree).items():
             for root in roots:
                 if key[: len(root)] == tuple(root):
                     path = "/".join(key[len(root) :])
@@ -163,16 +200,10 @@ class ParamStore(Mapping):
     def check(self, cfg) -> None:
         """Raises RunError unless the parameters are exactly those of the model `cfg`."""
         abstract = nnx.to_pure_dict(nnx.state(models.abstract(cfg), nnx.Param))
-        want = {"/".join(key): tuple(leaf.shape) for key, leaf in _flat_leaves(abstract).items()}
-        problems = [f"missing {p}" for p in sorted(set(want) - set(self))]
-        problems += [f"unexpected {p}" for p in sorted(set(self) - set(want))]
-        problems += [
-            f"{p}: stored {self.shape(p)}, the model needs {want[p]}"
-            for p in sorted(set(want) & set(self))
-            if self.shape(p) != want[p]
-        ]
+        want = {path: leaf.shape for path, leaf in trees.flatten(abstract).items()}
+        problems = trees.mismatches(want, {path: self.shape(path) for path in self})
         if problems:
-            raise RunError(
+            raise RunMismatchError(
                 f"{self.what} in {self.directory} does not match the run's model_config.json:\n  "
                 + "\n  ".join(problems[:30])
             )
@@ -195,7 +226,7 @@ class Run:
         workdir = Path(workdir)
         if not workdir.is_dir():
             raise RunError(f"workdir {str(workdir)!r} is not a directory")
-        config_file = workdir / "config.json"
+        config_file = workdir / CONFIG
         if not config_file.is_file():
             raise RunError(
                 f"no config.json in {workdir} (it holds {_listing(workdir)}); is this an fgjax "
@@ -235,7 +266,7 @@ class Run:
 
     @staticmethod
     def _model_config(workdir: Path):
-        file = workdir / "model_config.json"
+        file = workdir / MODEL_CONFIG
         if file.is_file():
             try:
                 return model_config.from_dict(json.loads(file.read_text()))
@@ -279,7 +310,7 @@ class Run:
                 f"'state' item (it holds {_listing(item.parent)}); the run has "
                 f"{self.describe_steps()}"
             )
-        store = ParamStore(item, [("state", "params"), ("frozen",)], what=f"checkpoint step {step}")
+        store = ParamStore(item, [("state", "trainable"), ("frozen",)], what=f"checkpoint step {step}")
         store.check(self.model_cfg)
         return store, f"checkpoint step {step}"
 

@@ -4,7 +4,6 @@ progress/profiling actions. Swap clu out here if needed."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -54,12 +53,6 @@ class Logger:
             with self.jsonl.open("a") as f:
                 f.write(json.dumps({"step": step, **values}) + "\n")
 
-    def hparams(self, values: dict) -> None:
-        self.writer.write_hparams(values)
-
-    def text(self, step: int, values: dict) -> None:
-        self.writer.write_texts(step, values)
-
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
@@ -85,25 +78,3 @@ def _drop_steps_after(path: Path, step: int) -> None:
     partial = path.with_name(path.name + ".tmp")
     partial.write_text("".join(f"{line}\n" for line in kept))
     os.replace(partial, path)
-
-
-class _QuietLibraries(logging.Filter):
-    """Drops INFO chatter of Orbax and grain (they log every save step); keeps warnings."""
-
-    NOISY = ("/orbax/", "/grain/", "/tensorstore/")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not any(
-            p in record.pathname for p in self.NOISY
-        )
-
-
-def setup_python_logging() -> None:
-    """INFO-level logs, library chatter filtered, once."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    root.setLevel(logging.INFO)
-    for handler in root.handlers:
-        if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
-            handler.addFilter(_QuietLibraries())

@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from fgjax import trees
 from fgjax.models.partitioning import DEFAULT_RULES, Rules, spec_for
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -78,17 +79,7 @@ def state_shardings(abstract_state: nnx.State, mesh: Mesh, rules: Rules = DEFAUL
 def optimizer_shardings(opt_abstract, param_shardings: dict, mesh: Mesh):
     """Shardings for an optax state: every moment (a leaf whose dict-key path ends with a
     parameter's path) takes that parameter's sharding; counts and scalars are replicated."""
-    by_path = {}
-
-    def collect(tree, prefix=""):
-        for key, value in tree.items():
-            path = f"{prefix}/{key}" if prefix else str(key)
-            if isinstance(value, dict):
-                collect(value, path)
-            else:
-                by_path[path] = value
-
-    collect(param_shardings)
+    by_path = trees.flatten(param_shardings)
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def pick(path, _):

@@ -1,0 +1,140 @@
+"""Every field of a training config, declared once: its default and what it does.
+
+`resolve(config)` is the first thing a training run does with a config: a key the schema does
+not know is an error naming the closest known one (a typo is never silently ignored), and the
+result is a copy with every default filled in -- the caller's config is never changed. The
+trainer then adds what it derives from the tokenizer (model.image_token_id, a grown
+vocabulary) and records that config in the run's config.json.
+
+Data source specs (`data.sources`), the model overrides (`model.*_overrides`, `model.text`)
+and `init` hold the fields of their own kinds; their builders check them.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import ml_collections
+
+from fgjax.config_utils import unknown_key
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()  # no default: the config must set it (train/checks.py says how)
+ABSENT = object()  # no default filled in: absence itself means something (data.system)
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    default: object
+    doc: str
+
+
+def _group(doc: str, **fields: Field) -> Field:
+    return Field(dict(fields), doc)
+
+
+F = Field
+FIELDS: dict[str, Field] = {
+    "job": F("train", "what fgjax.main runs: train, eval or study"),
+    "task": F("vlm", "vlm | lm | contrastive (fgjax/train/tasks.py)"),
+    "seed": F(0, "initialization, data order and the step's randomness"),
+    "stage": F(None, "align | align_llm | finetune | full: which groups train (optim.STAGES)"),
+    "trainable": F(None, "{group: bool}, instead of a stage"),
+    "model": _group(
+        "the model to build",
+        encoder=F(None, "vision tower preset (fgjax/models/presets.py)"),
+        decoder=F(None, "LLM preset"),
+        projector=F("mlp2x_gelu", "projector kind"),
+        image_token_id=F(None, "the <image> id; None: the tokenizer's"),
+        image_layout=F("inline", "where image features go in the sequence"),
+        encoder_overrides=F({}, "fields replacing the encoder preset's"),
+        decoder_overrides=F({}, "fields replacing the decoder preset's"),
+        dtype=F("float32", "compute dtype"),
+        remat=F("none", "rematerialisation policy of the blocks"),
+        scan_layers=F(True, "stack the blocks and scan them"),
+        vocab_multiple=F(None, "grow the vocabulary to hold the tokenizer's ids, to a multiple"),
+        text=F(None, "contrastive task: the text tower's fields"),
+        embed_dim=F(64, "contrastive task: the joint embedding width"),
+    ),
+    "init": F(None, "{component: 'hf:DIR' | 'run:DIR[@STEP][#SUBTREE]'} (train/init.py)"),
+    "data": _group(
+        "the training data",
+        sources=F(REQUIRED, "source specs (train/inputs.py SOURCES), each with an optional weight"),
+        tokenizer=F(REQUIRED, "tokenizer.json, a sentencepiece model or a directory"),
+        template=F(None, "chat template (fgjax/data/templates.py); None: plain text"),
+        system=F(ABSENT, "replaces the template's system message (None: no system message)"),
+        max_length=F(REQUIRED, "tokens per row"),
+        preprocess=F(None, "image preprocessing mode; None: the encoder's default"),
+        num_threads=F(None, "input pipeline threads; None: the pipeline's default"),
+    ),
+    "batch_size": F(REQUIRED, "global batch (rows per step, over all devices)"),
+    "grad_accum": F(1, "micro-batches per step"),
+    "num_steps": F(REQUIRED, "training steps"),
+    "optim": _group(
+        "AdamW, its schedule and clipping",
+        lr=F(REQUIRED, "peak learning rate"),
+        warmup_steps=F(0, "linear warm-up steps (or warmup_ratio of num_steps)"),
+        warmup_ratio=F(0.0, "warm-up as a fraction of num_steps"),
+        schedule=F("cosine", "cosine | linear | constant after warm-up"),
+        end_lr_ratio=F(0.0, "the schedule's last value over the peak"),
+        weight_decay=F(0.0, "AdamW decay of kernels and embeddings"),
+        b1=F(0.9, "Adam b1"),
+        b2=F(0.999, "Adam b2"),
+        eps=F(1e-8, "Adam eps"),
+        clip_norm=F(1.0, "global gradient-norm clip; 0 or None: none"),
+        lr_mults=F({}, "{group: multiplier of the learning rate}"),
+    ),
+    "mesh": F({"data": -1}, "{axis: size} over data, fsdp, tensor; one -1 takes the rest"),
+    "num_devices": F(None, "use only the first N devices"),
+    "sharding_rules": F(None, "logical-axis rules; None: models/partitioning.DEFAULT_RULES"),
+    "checkpoint": _group(
+        "Orbax checkpoints in WORKDIR/checkpoints",
+        every_steps=F(REQUIRED, "save every N steps (and at the end)"),
+        keep=F(2, "checkpoints kept; None: all"),
+        asynchronous=F(True, "save in the background"),
+    ),
+    "log_every": F(10, "log metrics every N steps"),
+    "export_steps": F((), "also export the parameters at these steps"),
+    "profile_steps": F(None, "(first, count): capture a profile of those steps"),
+    "peak_flops_per_device": F(None, "for MFU where the device kind is not known"),
+    "loss_tokens_per_row": F(None, "run the LM head only at each row's first K loss positions"),
+    "debug": _group(
+        "testing aids",
+        nan_at_step=F(-1, "plant a NaN loss at this step (-1: never)"),
+    ),
+}
+
+
+def resolve(config) -> ml_collections.ConfigDict:
+    """A checked copy of `config` with every default filled in (see the module docstring)."""
+    resolved = _resolve(_plain(config), FIELDS, "config")
+    return ml_collections.ConfigDict(resolved)
+
+
+def _plain(config) -> dict:
+    return config.to_dict() if hasattr(config, "to_dict") else copy.deepcopy(dict(config))
+
+
+def _resolve(values: dict, fields: dict[str, Field], where: str) -> dict:
+    for key in sorted(set(values) - set(fields)):
+        raise unknown_key(f"training config field in {where}", key, fields)
+    out = {}
+    for name, field in fields.items():
+        value = values.get(name, ABSENT)
+        if isinstance(field.default, dict) and all(
+            isinstance(f, Field) for f in field.default.values()
+        ) and field.default:
+            if value is ABSENT or value is None:
+                value = {}
+            out[name] = _resolve(dict(value), field.default, f"{where}.{name}")
+        elif value is not ABSENT:
+            out[name] = value
+        elif field.default is not ABSENT and field.default is not REQUIRED:
+            out[name] = copy.deepcopy(field.default)
+    return out
