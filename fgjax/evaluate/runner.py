@@ -36,7 +36,7 @@ from clu import metric_writers
 from fgjax import distributed, rundir, sharding
 from fgjax.console import setup_python_logging
 from fgjax.data.conversation import ConversationEncoder
-from fgjax.evaluate import datasets, loading, protocols, report
+from fgjax.evaluate import datasets, loading, protocols, report, schema
 from fgjax.evaluate.loop import Evaluator, process0
 
 
@@ -50,6 +50,7 @@ def evaluate(config, workdir: str) -> dict:
     {dataset: {result: metrics}}."""
     distributed.initialize()
     setup_python_logging()
+    config = schema.resolve(config)  # a checked copy with every default: the caller's is kept
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:

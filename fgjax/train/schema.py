@@ -12,32 +12,10 @@ and `init` hold the fields of their own kinds; their builders check them.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-
 import ml_collections
 
-from fgjax.config_utils import unknown_key
-
-
-class _Required:
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-
-REQUIRED = _Required()  # no default: the config must set it (train/checks.py says how)
-ABSENT = object()  # no default filled in: absence itself means something (data.system)
-
-
-@dataclasses.dataclass(frozen=True)
-class Field:
-    default: object
-    doc: str
-
-
-def _group(doc: str, **fields: Field) -> Field:
-    return Field(dict(fields), doc)
-
+from fgjax.config_utils import ABSENT, REQUIRED, Field, group
+from fgjax.config_utils import resolve as _resolve_fields
 
 F = Field
 FIELDS: dict[str, Field] = {
@@ -46,7 +24,7 @@ FIELDS: dict[str, Field] = {
     "seed": F(0, "initialization, data order and the step's randomness"),
     "stage": F(None, "align | align_llm | finetune | full: which groups train (optim.STAGES)"),
     "trainable": F(None, "{group: bool}, instead of a stage"),
-    "model": _group(
+    "model": group(
         "the model to build",
         encoder=F(None, "vision tower preset (fgjax/models/presets.py)"),
         decoder=F(None, "LLM preset"),
@@ -63,7 +41,7 @@ FIELDS: dict[str, Field] = {
         embed_dim=F(64, "contrastive task: the joint embedding width"),
     ),
     "init": F(None, "{component: 'hf:DIR' | 'run:DIR[@STEP][#SUBTREE]'} (train/init.py)"),
-    "data": _group(
+    "data": group(
         "the training data",
         sources=F(REQUIRED, "source specs (train/inputs.py SOURCES), each with an optional weight"),
         tokenizer=F(REQUIRED, "tokenizer.json, a sentencepiece model or a directory"),
@@ -76,7 +54,7 @@ FIELDS: dict[str, Field] = {
     "batch_size": F(REQUIRED, "global batch (rows per step, over all devices)"),
     "grad_accum": F(1, "micro-batches per step"),
     "num_steps": F(REQUIRED, "training steps"),
-    "optim": _group(
+    "optim": group(
         "AdamW, its schedule and clipping",
         lr=F(REQUIRED, "peak learning rate"),
         warmup_steps=F(0, "linear warm-up steps (or warmup_ratio of num_steps)"),
@@ -93,7 +71,7 @@ FIELDS: dict[str, Field] = {
     "mesh": F({"data": -1}, "{axis: size} over data, fsdp, tensor; one -1 takes the rest"),
     "num_devices": F(None, "use only the first N devices"),
     "sharding_rules": F(None, "logical-axis rules; None: models/partitioning.DEFAULT_RULES"),
-    "checkpoint": _group(
+    "checkpoint": group(
         "Orbax checkpoints in WORKDIR/checkpoints",
         every_steps=F(REQUIRED, "save every N steps (and at the end)"),
         keep=F(2, "checkpoints kept; None: all"),
@@ -104,7 +82,7 @@ FIELDS: dict[str, Field] = {
     "profile_steps": F(None, "(first, count): capture a profile of those steps"),
     "peak_flops_per_device": F(None, "for MFU where the device kind is not known"),
     "loss_tokens_per_row": F(None, "run the LM head only at each row's first K loss positions"),
-    "debug": _group(
+    "debug": group(
         "testing aids",
         nan_at_step=F(-1, "plant a NaN loss at this step (-1: never)"),
     ),
@@ -113,28 +91,4 @@ FIELDS: dict[str, Field] = {
 
 def resolve(config) -> ml_collections.ConfigDict:
     """A checked copy of `config` with every default filled in (see the module docstring)."""
-    resolved = _resolve(_plain(config), FIELDS, "config")
-    return ml_collections.ConfigDict(resolved)
-
-
-def _plain(config) -> dict:
-    return config.to_dict() if hasattr(config, "to_dict") else copy.deepcopy(dict(config))
-
-
-def _resolve(values: dict, fields: dict[str, Field], where: str) -> dict:
-    for key in sorted(set(values) - set(fields)):
-        raise unknown_key(f"training config field in {where}", key, fields)
-    out = {}
-    for name, field in fields.items():
-        value = values.get(name, ABSENT)
-        if isinstance(field.default, dict) and all(
-            isinstance(f, Field) for f in field.default.values()
-        ) and field.default:
-            if value is ABSENT or value is None:
-                value = {}
-            out[name] = _resolve(dict(value), field.default, f"{where}.{name}")
-        elif value is not ABSENT:
-            out[name] = value
-        elif field.default is not ABSENT and field.default is not REQUIRED:
-            out[name] = copy.deepcopy(field.default)
-    return out
+    return _resolve_fields(config, FIELDS, "training config")
