@@ -17,7 +17,7 @@ _HF_ACTS = {
     "silu": "silu",
 }
 # fields HF configs do not carry: kept from the fgjax config when checking a round trip
-_RUNTIME_FIELDS = ("scan_layers", "remat", "dtype", "param_dtype", "input_size")
+_RUNTIME_FIELDS = ("scan_layers", "remat", "attention", "dtype", "param_dtype", "input_size")
 
 _DECODER_ARCHS = {
     "llama": "LlamaForCausalLM",

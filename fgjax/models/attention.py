@@ -150,6 +150,7 @@ class Attention(nnx.Module):
         width, n, k, h = cfg.width, cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
         self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
         self.scale = h**-0.5
+        self.implementation = getattr(cfg, "attention", "auto")
 
         def fan_in(in_axis, out_axis):  # LeCun-normal over the real fan-in of a 3-D kernel
             return nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=in_axis, out_axis=out_axis)
@@ -201,16 +202,37 @@ class Attention(nnx.Module):
         if kv is not None:
             k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, end, 0, 0))
             v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, end, 0, 0))
-        out = dot_product_attention(q, k, v, mask, self.scale)
+        out = dot_product_attention(q, k, v, mask, self.scale, self.implementation)
         return self.o(out), (k, v)
 
 
-def dot_product_attention(q, k, v, mask, scale):
+def resolve_implementation(implementation: str, dtype) -> str:
+    """The implementation "auto" stands for: fgjax's reference where parity is what matters
+    (CPU, where the tests compare against transformers, and float64 references, whose softmax
+    jax.nn.dot_product_attention would take in float32); jax's XLA attention elsewhere."""
+    if implementation != "auto":
+        return implementation
+    if jax.default_backend() == "cpu" or jnp.dtype(dtype) == jnp.float64:
+        return "reference"
+    return "xla"
+
+
+def dot_product_attention(q, k, v, mask, scale, implementation: str = "reference"):
     """q: [B, T, N, H]; k, v: [B, S, K, H]; mask: bool[B, T, S] or None -> [B, T, N, H].
 
-    Logits and softmax in float32 (as HF's eager attention; float64 in a float64 model);
-    probabilities cast back to the value dtype. Query head n uses KV head n // G, like HF's repeat_kv.
+    implementation "reference" (below), or "xla" / "cudnn": jax.nn.dot_product_attention's, with
+    the same mask (causal, padding, prefix-LM, sliding-window and packed masks are all boolean
+    [B, T, S] masks here). "auto": see resolve_implementation.
+    Reference: logits and softmax in float32 (as HF's eager attention; float64 in a float64
+    model); probabilities cast back to the value dtype. Query head n uses KV head n // G, like
+    HF's repeat_kv (as jax's grouped-query attention does).
     """
+    implementation = resolve_implementation(implementation, q.dtype)
+    if implementation != "reference":
+        return jax.nn.dot_product_attention(
+            q, k, v, mask=None if mask is None else mask[:, None], scale=scale,
+            implementation=implementation,
+        )  # fmt: skip
     batch, length, n, h = q.shape
     kv_heads = k.shape[2]
     q = q.reshape(batch, length, kv_heads, n // kv_heads, h)

@@ -14,6 +14,9 @@ import jax.numpy as jnp
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu", "silu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+# "auto": fgjax's reference on CPU and in float64 (parity), jax.nn.dot_product_attention's XLA
+# path on accelerators; "cudnn": its fused cuDNN kernel (GPU, 16-bit dtypes; opt-in)
+ATTENTION = ("auto", "reference", "xla", "cudnn")
 DTYPES = ("float32", "bfloat16", "float16", "float64")  # float64: references (needs jax_enable_x64)
 
 
@@ -58,6 +61,7 @@ class TransformerConfig:
     sliding_window: int | None = None  # Mistral v0.1
     scan_layers: bool = True  # stack layers and lax.scan them: compile time independent of depth
     remat: str = "none"  # rematerialization policy of each block, see REMAT_POLICIES
+    attention: str = "auto"  # the attention implementation, see ATTENTION
     dtype: str = "float32"  # compute dtype; parameters stay in param_dtype
     param_dtype: str = "float32"
 
@@ -88,6 +92,9 @@ class TransformerConfig:
             self.remat in REMAT_POLICIES, f"remat={self.remat!r}; choose one of {REMAT_POLICIES}"
         )
         _check(self.dtype in DTYPES and self.param_dtype in DTYPES, f"dtypes must be in {DTYPES}")
+        _check(
+            self.attention in ATTENTION, f"attention={self.attention!r}; choose one of {ATTENTION}"
+        )
         _check(self.depth >= 1 and self.width >= 1, "depth and width must be positive")
         _check(
             self.num_heads % self.kv_heads == 0,

@@ -35,6 +35,7 @@ FIELDS: dict[str, Field] = {
         decoder_overrides=F({}, "fields replacing the decoder preset's"),
         dtype=F("float32", "compute dtype"),
         remat=F("none", "rematerialisation policy of the blocks"),
+        attention=F("auto", "auto | reference | xla | cudnn (models/config.py ATTENTION)"),
         scan_layers=F(True, "stack the blocks and scan them"),
         vocab_multiple=F(None, "grow the vocabulary to hold the tokenizer's ids, to a multiple"),
         text=F(None, "contrastive task: the text tower's fields"),

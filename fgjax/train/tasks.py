@@ -85,6 +85,7 @@ class VlmTask:
         common = {
             "dtype": dtype,
             "remat": m.get("remat", "none"),
+            "attention": m.get("attention", "auto"),
             "scan_layers": m.get("scan_layers", True),
         }
         cfg = presets.vlm(
@@ -130,7 +131,8 @@ class LmTask:
 
     def model_config(self, config) -> DecoderConfig:
         m = config.model
-        overrides = {"dtype": m.get("dtype", "float32"), "remat": m.get("remat", "none")}
+        overrides = {"dtype": m.get("dtype", "float32"), "remat": m.get("remat", "none"),
+                     "attention": m.get("attention", "auto")}  # fmt: skip
         overrides.update(dict(m.get("decoder_overrides", {})))
         cfg = presets.decoder(m.decoder, **overrides)
         cfg.validate()
@@ -167,7 +169,8 @@ class ContrastiveTask:
 
     def model_config(self, config) -> ContrastiveConfig:
         m = config.model
-        common = {"dtype": m.get("dtype", "float32"), "remat": m.get("remat", "none")}
+        common = {"dtype": m.get("dtype", "float32"), "remat": m.get("remat", "none"),
+                  "attention": m.get("attention", "auto")}  # fmt: skip
         image = presets.encoder(
             m.encoder, **{**common, "pool": "map", **dict(m.get("encoder_overrides", {}))}
         )

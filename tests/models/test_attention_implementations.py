@@ -1,0 +1,86 @@
+"""Every attention implementation available on this machine against fgjax's reference, under
+each mask the models build: causal, padding, prefix-LM, sliding-window, block-diagonal
+(packed rows), and a KV cache. The reference is the one the transformers parity tests use."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from fgjax import models
+from fgjax.data.packing import segment_attention_mask
+from fgjax.models import attention, presets
+
+B, T, N, K, H = 2, 12, 4, 2, 8
+
+
+def masks() -> dict[str, np.ndarray]:
+    causal = np.tril(np.ones((T, T), bool))[None].repeat(B, 0)
+    padding = causal & (np.arange(T) < np.array([[T], [T - 4]]))[:, None, :]
+    mask_ar = np.concatenate([np.zeros((B, 5), int), np.ones((B, T - 5), int)], axis=1)
+    prefix = np.asarray(attention.make_attention_mask(jnp.ones((B, T), bool), mask_ar))
+    positions = np.broadcast_to(np.arange(T), (B, T))
+    window = np.asarray(attention.window_mask(jnp.asarray(causal), jnp.asarray(positions), 3))
+    segments = np.array([[1] * 5 + [2] * 7, [1] * 8 + [2] * 3 + [0]])
+    packed = np.asarray(segment_attention_mask(jnp.asarray(segments)))
+    return dict(causal=causal, padding=padding, prefix_lm=prefix, sliding_window=window,
+                block_diagonal=packed)  # fmt: skip
+
+
+def available() -> list[str]:
+    """The implementations this backend runs: cuDNN's only on a GPU."""
+    return ["xla"] + (["cudnn"] if jax.default_backend() == "gpu" else [])
+
+
+@pytest.mark.parametrize("implementation", available())
+@pytest.mark.parametrize("name", list(masks()))
+def test_each_implementation_matches_the_reference_under_each_mask(implementation, name):
+    mask = masks()[name]
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=s).astype(np.float32) for s in ((B, T, N, H), (B, T, K, H), (B, T, K, H)))
+    dtype = jnp.bfloat16 if implementation == "cudnn" else jnp.float32
+    q, k, v = (jnp.asarray(x, dtype) for x in (q, k, v))
+    ref = attention.dot_product_attention(q, k, v, jnp.asarray(mask), H**-0.5, "reference")
+    out = attention.dot_product_attention(q, k, v, jnp.asarray(mask), H**-0.5, implementation)
+    rows = mask.any(-1)  # a query that sees no key (padding) has no defined output
+    err = np.abs(np.asarray(out, np.float32) - np.asarray(ref, np.float32))[rows].max()
+    print(f"{implementation} {name}: max abs error {err:.1e}")
+    # float32: sums of <= 12 terms in another order, ~1e-7; bfloat16 (cuDNN): ~1e-2
+    assert err < (5e-2 if dtype == jnp.bfloat16 else 1e-5)
+
+
+def test_a_decoder_with_jax_attention_gives_the_reference_logits_also_with_a_cache():
+    cfg = presets.decoder("tiny_llama")
+    reference = models.build(dataclasses.replace(cfg, attention="reference"), seed=0)
+    other = models.build(dataclasses.replace(cfg, attention="xla"), seed=0)
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, cfg.vocab_size, (B, T)))
+    input_mask = jnp.asarray(np.arange(T) < np.array([[T], [T - 3]]))
+
+    @nnx.jit
+    def logits(model, tokens, input_mask):
+        return model(tokens, input_mask=input_mask).logits
+
+    @nnx.jit
+    def cached(model, tokens):  # the prompt into a cache, then the last token alone
+        cache = model.init_cache(B, T)
+        out = model(tokens[:, :-1], cache=cache)
+        return model(tokens[:, -1:], cache=out.cache).logits
+
+    a, b = logits(reference, tokens, input_mask), logits(other, tokens, input_mask)
+    valid = np.asarray(input_mask)
+    scale = float(jnp.abs(a).max())
+    assert float(jnp.abs(a - b)[valid].max()) < 1e-5 * scale
+    assert float(jnp.abs(cached(reference, tokens) - cached(other, tokens)).max()) < 1e-5 * scale
+
+
+def test_auto_keeps_the_reference_where_parity_is_measured():
+    assert attention.resolve_implementation("auto", jnp.float64) == "reference"
+    expected = "reference" if jax.default_backend() == "cpu" else "xla"
+    assert attention.resolve_implementation("auto", jnp.float32) == expected
+    with pytest.raises(ValueError, match="attention='flash'; choose one of"):
+        dataclasses.replace(presets.decoder("tiny_llama"), attention="flash").validate()
