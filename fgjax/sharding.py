@@ -12,10 +12,10 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
+import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fgjax import trees
 from fgjax.models.partitioning import DEFAULT_RULES, Rules, spec_for
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -76,18 +76,16 @@ def state_shardings(abstract_state: nnx.State, mesh: Mesh, rules: Rules = DEFAUL
     return nnx.to_pure_dict(shardings) if hasattr(nnx, "to_pure_dict") else shardings.to_pure_dict()
 
 
-def optimizer_shardings(opt_abstract, param_shardings: dict, mesh: Mesh):
-    """Shardings for an optax state: every moment (a leaf whose dict-key path ends with a
-    parameter's path) takes that parameter's sharding; counts and scalars are replicated."""
-    by_path = trees.flatten(param_shardings)
+def optimizer_shardings(tx, opt_abstract, param_shardings: dict, mesh: Mesh):
+    """Shardings for the optax state of `tx`: every parameter-shaped part (Adam's moments)
+    takes its parameter's sharding, found by optax.tree_utils.tree_map_params; counts and
+    scalars are replicated. Parameters another group's optimizer masks out stay MaskedNodes."""
     replicated = NamedSharding(mesh, PartitionSpec())
-
-    def pick(path, _):
-        keys = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
-        for start in range(len(keys)):
-            found = by_path.get("/".join(keys[start:]))
-            if found is not None:
-                return found
-        return replicated
-
-    return jax.tree_util.tree_map_with_path(pick, opt_abstract)
+    return optax.tree_utils.tree_map_params(
+        tx,
+        lambda leaf, sharding: leaf if isinstance(leaf, optax.MaskedNode) else sharding,
+        opt_abstract,
+        param_shardings,
+        transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, (jax.ShapeDtypeStruct, optax.MaskedNode)),
+    )

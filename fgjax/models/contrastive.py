@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fgjax.models.config import TransformerConfig, VitConfig, _check, register_config_type
-from fgjax.models.layers import at_least_float32, dense, param
+from fgjax.models.layers import at_least_float32, dense, param, token_embedding
 from fgjax.models.transformer import Stack, make_norm
 from fgjax.models.vit import VisionEncoder
 
@@ -55,9 +55,7 @@ class TextTower(nnx.Module):
         cfg.validate()
         self.cfg = cfg
         init = nnx.initializers.normal(0.02)
-        self.embedding = param(
-            rngs, init, (cfg.vocab_size, cfg.width), cfg.params_dtype, ("vocab", "embed")
-        )
+        self.embedding = token_embedding(rngs, cfg)
         self.pos_embed = param(
             rngs, init, (cfg.max_length, cfg.width), cfg.params_dtype, ("position", "embed")
         )

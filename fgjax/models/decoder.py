@@ -20,7 +20,7 @@ from fgjax.models.attention import (
     window_mask,
 )
 from fgjax.models.config import DecoderConfig
-from fgjax.models.layers import at_least_float32, param
+from fgjax.models.layers import at_least_float32, param, token_embedding
 from fgjax.models.partitioning import constrain
 from fgjax.models.transformer import Stack, make_norm
 
@@ -39,9 +39,7 @@ class Decoder(nnx.Module):
         cfg.validate()
         self.cfg = cfg
         init = nnx.initializers.normal(0.02)
-        self.embedding = param(
-            rngs, init, (cfg.vocab_size, cfg.width), cfg.params_dtype, ("vocab", "embed")
-        )
+        self.embedding = token_embedding(rngs, cfg)
         self.stack = Stack(cfg, rngs=rngs)
         self.final_norm = make_norm(cfg, rngs)
         if not cfg.tie_embeddings:

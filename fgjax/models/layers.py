@@ -33,6 +33,14 @@ def param(rngs: nnx.Rngs, init, shape, dtype, axes: Axes) -> nnx.Param:
     return nnx.Param(init(rngs.params(), shape, dtype), out_sharding=axes)
 
 
+def token_embedding(rngs: nnx.Rngs, cfg) -> nnx.Param:
+    """The [vocab_size, width] token embedding of a text model, normal(0.02) as HF starts it."""
+    return param(
+        rngs, nnx.initializers.normal(0.02), (cfg.vocab_size, cfg.width), cfg.params_dtype,
+        ("vocab", "embed"),
+    )  # fmt: skip
+
+
 def dense(rngs, in_dim, out_dim, axes: Axes, *, bias=True, dtype, param_dtype) -> nnx.Linear:
     """nnx.Linear (kernel [in, out]) with logical axes on kernel and bias. Kernels start
     LeCun-normal (unit-variance outputs), which trains small models from scratch far faster

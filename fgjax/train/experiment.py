@@ -123,9 +123,8 @@ def build(config, devices=None) -> Experiment:
         config.optim, trainable_abs, path_groups, int(config.num_steps)
     )
     replicated = NamedSharding(mesh, PartitionSpec())
-    opt_sh = sharding.optimizer_shardings(
-        jax.eval_shape(tx.init, trainable_abs), trainable_sh, mesh
-    )
+    opt_abstract = jax.eval_shape(tx.init, trainable_abs)
+    opt_sh = sharding.optimizer_shardings(tx, opt_abstract, trainable_sh, mesh)
     state_sh = TrainState(replicated, trainable_sh, opt_sh, replicated)
     batch_sh = sharding.batch_sharding(mesh)
 

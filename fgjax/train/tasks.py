@@ -59,11 +59,15 @@ def loss_position_loss(last_hidden, head, tokens, loss_mask, per_row: int):
 
 
 def _loss(decoder, out, batch, per_row):
+    """(sum, count, extras) of a decoder's output: the LM head at every position (its logits
+    are in `out`) or at the loss positions only; extras count the input tokens too."""
     if per_row is None:
-        return next_token_loss(out.logits, batch["tokens"], batch["loss_mask"])
-    return loss_position_loss(
-        out.last_hidden, decoder.logits, batch["tokens"], batch["loss_mask"], int(per_row)
-    )
+        total, count, extra = next_token_loss(out.logits, batch["tokens"], batch["loss_mask"])
+    else:
+        total, count, extra = loss_position_loss(
+            out.last_hidden, decoder.logits, batch["tokens"], batch["loss_mask"], int(per_row)
+        )
+    return total, count, {**extra, "input_tokens": batch["input_mask"].sum().astype(jnp.float32)}
 
 
 def decoder_inputs(batch: dict) -> dict:
@@ -112,12 +116,7 @@ class VlmTask:
                 return_logits=loss_tokens_per_row is None,
                 **decoder_inputs(batch),
             )
-            total, count, extra = _loss(model.decoder, out, batch, loss_tokens_per_row)
-            return (
-                total,
-                count,
-                {**extra, "input_tokens": batch["input_mask"].sum().astype(jnp.float32)},
-            )
+            return _loss(model.decoder, out, batch, loss_tokens_per_row)
 
         return loss
 
@@ -143,12 +142,7 @@ class LmTask:
             out = model(
                 batch["tokens"], return_logits=loss_tokens_per_row is None, **decoder_inputs(batch)
             )
-            total, count, extra = _loss(model, out, batch, loss_tokens_per_row)
-            return (
-                total,
-                count,
-                {**extra, "input_tokens": batch["input_mask"].sum().astype(jnp.float32)},
-            )
+            return _loss(model, out, batch, loss_tokens_per_row)
 
         return loss
 
