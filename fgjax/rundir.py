@@ -82,6 +82,43 @@ def read_config(workdir) -> dict:
     return json.loads(file.read_text()) if file.is_file() else {}
 
 
+SOURCE_PATH_KEYS = ("path", "image_root", "keep", "data_dir")  # of data source specs
+
+
+def absolute_paths(config) -> None:
+    """Makes the paths a training config names absolute, in place: the tokenizer, the data
+    sources' files and folders, and "run:"/"hf:" init sources, each when it names something
+    that exists relative to the working directory. A run then records paths that work from any
+    directory (its config.json is read by evaluation and export, maybe elsewhere)."""
+
+    def absolute(value):
+        if isinstance(value, str) and value and not os.path.isabs(value) and os.path.exists(value):
+            return os.path.abspath(value)
+        return value
+
+    data = config.data
+    data.tokenizer = absolute(data.get("tokenizer"))
+    sources = []
+    for source in data.get("sources") or []:
+        source = dict(source)
+        for key in SOURCE_PATH_KEYS:
+            if key in source:
+                source[key] = absolute(source[key])
+        sources.append(source)
+    data.sources = sources
+    if config.get("init"):
+        init = {}
+        for component, source in dict(config.init).items():
+            kind, sep, rest = str(source or "").partition(":")
+            path, hash_, subtree = rest.partition("#")
+            path, at, step = path.partition("@")
+            init[component] = (
+                f"{kind}:{absolute(path)}{at}{step}{hash_}{subtree}" if sep and kind in ("run", "hf")
+                else source
+            )  # fmt: skip
+        config.init = init
+
+
 def write_configs(workdir, config, model_cfg=None) -> None:
     """config.json (the ml_collections config) and, for a training run, model_config.json."""
     workdir = Path(workdir)
@@ -112,7 +149,7 @@ class ParamStore(Mapping):
     """
 
     def __init__(self, directory: Path, roots, *, what: str, read_ahead_bytes: int = 16 * 2**20):
-        self.directory, self.what = Path(directory), what
+        self.directory, self.what = Path(directory).absolute(), what  # Orbax needs absolute paths
         self.read_ahead_bytes = read_ahead_bytes
         try:
             with ocp.PyTreeCheckpointer() as ckptr:
@@ -223,7 +260,7 @@ class Run:
 
     @classmethod
     def open(cls, workdir) -> Run:
-        workdir = Path(workdir)
+        workdir = Path(workdir).absolute()  # a run read from any working directory
         if not workdir.is_dir():
             raise RunError(f"workdir {str(workdir)!r} is not a directory")
         config_file = workdir / CONFIG

@@ -74,7 +74,7 @@ def test_packages_import_only_from_earlier_layers():
     "where, code",
     [
         ("hf/workdir.py", "from fgjax.train.init import PARAMS_EXPORT\n"),
-        ("evaluate/loop.py", "def f():\n    from fgjax.train import sharding\n"),
+        ("evaluate/evaluator.py", "def f():\n    from fgjax.train import sharding\n"),
         ("models/vlm.py", "import fgjax.data.images\n"),
         ("data/x.py", "from fgjax import native\n"),
         ("newpackage/x.py", "import numpy\n"),

@@ -19,6 +19,6 @@ matching, likelihood, choices + negatives (K-way multiple choice), generation (o
 world), vqa (general questions), probe (linear probes), datasets, report, loading, runner.
 """
 
-from fgjax.evaluate.loop import DatasetRunner, Evaluator
+from fgjax.evaluate.evaluator import DatasetRunner, Evaluator
 
 __all__ = ["DatasetRunner", "Evaluator"]

@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from fgjax.evaluate import loading, negatives, prompts, protocols
+from fgjax.evaluate.evaluator import Evaluator, process0
 from fgjax.evaluate.generation import generate_texts
 from fgjax.evaluate.likelihood import (
     LikelihoodConfig,
@@ -37,7 +38,6 @@ from fgjax.evaluate.likelihood import (
     continuation_scores,
     score_images,
 )
-from fgjax.evaluate.loop import Evaluator, process0
 from fgjax.evaluate.matching import LETTERS, parse_option
 from fgjax.evaluate.report import Result
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fgjax.evaluate import inference, prompts, protocols
-from fgjax.evaluate.loop import Evaluator
+from fgjax.evaluate.evaluator import Evaluator
 from fgjax.evaluate.matching import ClassMatcher
 from fgjax.evaluate.report import Result
 

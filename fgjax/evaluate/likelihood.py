@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 
 from fgjax.evaluate import inference, prompts, protocols
-from fgjax.evaluate.loop import Evaluator
+from fgjax.evaluate.evaluator import Evaluator
 from fgjax.evaluate.report import Result
 
 

@@ -29,7 +29,7 @@ from flax import nnx
 
 from fgjax.data import images as image_ops
 from fgjax.data.tokenizer import caption_ids
-from fgjax.evaluate.loop import DatasetRunner, place_model
+from fgjax.evaluate.evaluator import DatasetRunner, place_model
 from fgjax.evaluate.prompts import pad_prompts
 from fgjax.models.partitioning import activation_sharding
 

@@ -25,7 +25,7 @@ import optax
 import scipy.optimize
 
 from fgjax.evaluate import datasets, inference, prompts, protocols
-from fgjax.evaluate.loop import Evaluator
+from fgjax.evaluate.evaluator import Evaluator
 from fgjax.evaluate.report import Result
 
 FEATURES = ("vision_patch_mean", "vision_cls", "vlm_last", "vlm_mean")

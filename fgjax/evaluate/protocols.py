@@ -31,7 +31,7 @@ class Context:
     """What every protocol may use: the evaluator, the evaluation config, its output folder,
     and a cache shared by the protocols of one evaluation (e.g. a negatives miner)."""
 
-    evaluator: object  # fgjax.evaluate.loop.Evaluator
+    evaluator: object  # fgjax.evaluate.evaluator.Evaluator
     config: object  # the evaluation's ml_collections config
     workdir: Path
     cache: dict = dataclasses.field(default_factory=dict)

@@ -37,7 +37,7 @@ from fgjax import distributed, rundir, sharding
 from fgjax.console import setup_python_logging
 from fgjax.data.conversation import ConversationEncoder
 from fgjax.evaluate import datasets, loading, protocols, report, schema
-from fgjax.evaluate.loop import Evaluator, process0
+from fgjax.evaluate.evaluator import Evaluator, process0
 
 
 def protocol_config(name: str, options) -> object:

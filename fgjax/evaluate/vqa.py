@@ -31,9 +31,9 @@ import numpy as np
 from fgjax.evaluate import prompts, protocols
 from fgjax.evaluate.choices import answer_choices
 from fgjax.evaluate.datasets import LazyImage, check_rows, read_jsonl_rows
+from fgjax.evaluate.evaluator import Evaluator
 from fgjax.evaluate.generation import generate_texts
 from fgjax.evaluate.likelihood import continuation_scores
-from fgjax.evaluate.loop import Evaluator
 from fgjax.evaluate.matching import LETTERS, exact_match, vqa_accuracy
 from fgjax.evaluate.report import Result
 

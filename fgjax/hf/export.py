@@ -124,9 +124,21 @@ def _tokenizer_and_template(run: Run, tokenizer_path: str | None):
     return tokenizer, template
 
 
+def with_tokenizer_ids(cfg, tokenizer):
+    """The model config with the run tokenizer's bos/eos/pad ids: a preset's (1/2) would go
+    into the exported config.json where the run's own tokenizer uses others."""
+    decoder = cfg.decoder if isinstance(cfg, VLMConfig) else cfg
+    ids = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
+           "pad_token_id": tokenizer.pad_id}  # fmt: skip
+    decoder = dataclasses.replace(decoder, **ids)
+    return dataclasses.replace(cfg, decoder=decoder) if isinstance(cfg, VLMConfig) else decoder
+
+
 def _write_hf(run: Run, params, out: Path, dtype, max_shard_bytes, tokenizer) -> str:
     """The transformers directory; returns the HF architecture."""
     cfg = run.model_cfg
+    if tokenizer is not None:
+        cfg = with_tokenizer_ids(cfg, tokenizer[0])
     data = run.config.get("data", {})
     hf_config = writer.write_model(cfg, params, out, dtype=dtype, max_shard_bytes=max_shard_bytes)
     if isinstance(cfg, VitConfig):  # a vision tower alone: weights and image processor

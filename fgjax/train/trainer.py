@@ -38,6 +38,7 @@ def train(config, workdir: str) -> dict:
     distributed.initialize()
     setup_python_logging()
     config = schema.resolve(config)  # a checked copy with every default: the caller's is kept
+    rundir.absolute_paths(config)  # what config.json records works from any directory
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     task_name = config.get("task", "vlm")

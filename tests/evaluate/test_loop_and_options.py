@@ -18,7 +18,7 @@ from fgjax.data.tokenizer import caption_ids
 from fgjax.data.tokenizer_train import tiny_tokenizer
 from fgjax.evaluate import choices, negatives
 from fgjax.evaluate.datasets import ArraySource, ClassificationSet
-from fgjax.evaluate.loop import DatasetRunner, _in_dataset_order
+from fgjax.evaluate.evaluator import DatasetRunner, _in_dataset_order
 from fgjax.evaluate.prompts import pad_prompts
 from fgjax.models.contrastive import ContrastiveConfig, TextTowerConfig
 from fgjax.models.presets import encoder as encoder_preset

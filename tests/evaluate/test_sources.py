@@ -96,7 +96,7 @@ def test_bad_jsonl_rows_fail_when_the_file_is_read(tmp_path, rows, message):
 def test_a_corrupt_evaluation_image_names_its_file_and_id(tmp_path):
     """Defect 12: the error used to name neither."""
     from fgjax.data.images import PreprocessConfig
-    from fgjax.evaluate.loop import DatasetRunner
+    from fgjax.evaluate.evaluator import DatasetRunner
 
     (tmp_path / "a.png").write_bytes(b"not a png")
     dataset = datasets.from_spec(

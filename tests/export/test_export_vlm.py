@@ -118,6 +118,11 @@ def test_transformers_reproduces_fgjax(exported, name):
     np.testing.assert_allclose(hf_pixels, pixels, rtol=0, atol=1e-6)
 
     hf_model = tf.LlavaForConditionalGeneration.from_pretrained(path).eval()
+    tokenizer = tokenizer_for(json.loads((workdir / "config.json").read_text())["data"]["tokenizer"],
+                              image_token=True)  # fmt: skip
+    text_config = json.loads((path / "config.json").read_text())["text_config"]
+    for role in ("bos", "eos", "pad"):  # the run tokenizer's, not the preset's
+        assert text_config[f"{role}_token_id"] == getattr(tokenizer, f"{role}_id"), role
     with torch.no_grad():
         reference = hf_model(**inputs).logits.numpy()
     err = rel_err(forward(model, jnp.asarray(tokens), jnp.asarray(pixels)), reference)
