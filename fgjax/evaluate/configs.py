@@ -6,8 +6,10 @@
 Keys: model (required: "run:DIR" or "hf:DIR"), tokenizer, template, system ("none" drops the
 template's system message), datasets and protocols ("+"-separated), max_examples,
 negatives (a contrastive model "run:DIR" for mining; default: class-name text similarity),
-options_dir, data_dir, batch_size, k (multiple-choice options). Everything can also be
-overridden by flags (--config.batch_size=16, --config.protocols.likelihood.alphas=...).
+options_dir, data_dir, batch_size, k (multiple-choice options), preprocess (an image mode, or
+"none" for the tower's default; absent: the run's own, as in training and the export).
+Everything can also be overridden by flags (--config.batch_size=16,
+--config.protocols.likelihood.alphas=...).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ PROTOCOLS = {
 }
 KEYS = (
     "model", "tokenizer", "template", "system", "datasets", "protocols", "max_examples",
-    "max_train_examples", "negatives", "options_dir", "data_dir", "batch_size", "k",
+    "max_train_examples", "negatives", "options_dir", "data_dir", "batch_size", "k", "preprocess",
 )  # fmt: skip
 
 
@@ -69,7 +71,8 @@ def build(
         c.system = None if args["system"].lower() == "none" else args["system"]
     c.batch_size = int(args.get("batch_size", 8))
     c.mesh = {"data": -1}
-    c.preprocess = _optional(None)
+    if "preprocess" in args:  # else the run's own preprocessing (runner.preprocess_mode)
+        c.preprocess = None if args["preprocess"].lower() == "none" else args["preprocess"]
     c.prompt_bucket = 32
     c.datasets = [{"name": name, **spec} for name in names]
     c.protocols = {name: dict(protocols.get(name, PROTOCOLS.get(name, {}))) for name in chosen}

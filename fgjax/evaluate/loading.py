@@ -32,6 +32,7 @@ class Loaded:
     tokenizer: Tokenizer
     template: Template | None
     source: str
+    recorded: dict = dataclasses.field(default_factory=dict)  # the run's data config
 
 
 def _load_weights(source: str, mesh=None, rules=DEFAULT_RULES):
@@ -77,8 +78,9 @@ def load_vlm(source: str, *, tokenizer: str | None = None, template: str | None 
     if system is not KEEP:
         chosen = chosen.with_system(system)
     return Loaded(
-        model, cfg, _tokenizer(tokenizer or data.get("tokenizer"), source), chosen, source
-    )
+        model, cfg, _tokenizer(tokenizer or data.get("tokenizer"), source), chosen, source,
+        dict(data),
+    )  # fmt: skip
 
 
 def load_contrastive(source: str, *, tokenizer: str | None = None, mesh=None) -> Loaded:

@@ -40,6 +40,21 @@ from fgjax.evaluate import datasets, loading, protocols, report, schema
 from fgjax.evaluate.evaluator import Evaluator, process0
 
 
+def preprocess_mode(config, recorded: dict):
+    """The image preprocessing of an evaluation: the run's own (what training and the export
+    use) unless config.preprocess says otherwise, which is warned about when it differs."""
+    run_mode = recorded.get("preprocess")
+    if "preprocess" not in config:
+        logging.info("image preprocessing: %r, the run's", run_mode)
+        return run_mode
+    if "preprocess" in recorded and config.preprocess != run_mode:
+        logging.warning(
+            "image preprocessing %r differs from the run's %r: images are prepared unlike in "
+            "training (drop config.preprocess to use the run's)", config.preprocess, run_mode,
+        )  # fmt: skip
+    return config.preprocess
+
+
 def protocol_config(name: str, options) -> object:
     """The protocol's options dataclass from a dict (protocols.options)."""
     return protocols.options(name, options)
@@ -63,9 +78,13 @@ def evaluate(config, workdir: str) -> dict:
         system=system, mesh=mesh,
     )  # fmt: skip
     encoder = ConversationEncoder.for_model(loaded.tokenizer, loaded.template, loaded.cfg)
+    with config.unlocked():
+        config.preprocess = preprocess_mode(config, loaded.recorded)
+    if jax.process_index() == 0:  # the preprocessing chosen, recorded
+        rundir.write_configs(workdir, config)
     evaluator = Evaluator(
         loaded.model, encoder, batch_size=int(config.get("batch_size", 8)), mesh=mesh,
-        preprocess_mode=config.get("preprocess"),
+        preprocess_mode=config.preprocess,
         prompt_bucket=int(config.get("prompt_bucket", 32)),
     )  # fmt: skip
     del loaded  # the evaluator holds the placed parameters

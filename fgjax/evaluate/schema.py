@@ -23,7 +23,7 @@ FIELDS: dict[str, Field] = {
     "system": F(ABSENT, "replaces the template's system message (None: none); absent: keep"),
     "batch_size": F(8, "global images per step"),
     "mesh": F({"data": -1}, "{axis: size} of the device mesh"),
-    "preprocess": F(None, "image preprocessing mode; None: the tower's default"),
+    "preprocess": F(ABSENT, "image preprocessing mode (None: the tower's default); absent: the run's"),
     "prompt_bucket": F(32, "prompts padded to a multiple of it (few compiled shapes)"),
     "datasets": F([], "dataset specs (datasets.py): names or dicts"),
     "protocols": F({}, "{protocol: options} (protocols.py)"),
