@@ -21,7 +21,7 @@ LAYERS = (
     ("rundir",),
     ("hf",),
     ("train", "evaluate"),
-    ("study", "export", "fit", "smoke", "launch"),
+    ("study", "export", "fit", "smoke", "launch", "predict"),
     ("main",),
 )
 LAYER_OF = {package: i for i, layer in enumerate(LAYERS) for package in layer}

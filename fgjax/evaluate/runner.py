@@ -47,12 +47,13 @@ def preprocess_mode(config, recorded: dict):
     if "preprocess" not in config:
         logging.info("image preprocessing: %r, the run's", run_mode)
         return run_mode
-    if "preprocess" in recorded and config.preprocess != run_mode:
+    chosen = config["preprocess"]
+    if "preprocess" in recorded and chosen != run_mode:
         logging.warning(
             "image preprocessing %r differs from the run's %r: images are prepared unlike in "
-            "training (drop config.preprocess to use the run's)", config.preprocess, run_mode,
+            "training (drop config.preprocess to use the run's)", chosen, run_mode,
         )  # fmt: skip
-    return config.preprocess
+    return chosen
 
 
 def protocol_config(name: str, options) -> object:

@@ -11,18 +11,23 @@ per worker if several tests shared it.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 from flax import nnx
 from PIL import Image
 
-from fgjax import models, native
-from fgjax.evaluate import configs, likelihood, runner
+from fgjax import models, native, predict
+from fgjax.evaluate import configs, likelihood, prompts, runner
 from fgjax.evaluate.matching import LETTERS
 from fgjax.evaluate.prompts import QUESTION
 from fgjax.rundir import PARAMS_EXPORT
 from tests.evaluate import planted
+
+ROOT = Path(__file__).parents[2]
 
 TRAIN_STEPS = 300
 CLASSIFICATION = ("likelihood", "multiple_choice", "open_world", "closed_world")
@@ -126,9 +131,12 @@ def test_trained_model_scores_high_and_random_model_near_chance_under_every_prot
 ):
     image_passes = []  # the likelihood ranking and the cloze 5-way share one scoring pass
     score = likelihood.continuation_scores
-    monkeypatch.setattr(
-        likelihood, "continuation_scores", lambda *a, **k: image_passes.append(1) or score(*a, **k)
-    )
+    def counted(*args, **kwargs):  # the likelihood protocol's passes (desc "likelihood")
+        if args[4] == "likelihood":
+            image_passes.append(1)
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(likelihood, "continuation_scores", counted)
     tok = planted.tokenizer()
     cfg = planted.model_config(tok)
     trained, loss = planted.train(models.build(cfg, seed=0), planted.encoder(tok, cfg), TRAIN_STEPS)
@@ -164,12 +172,42 @@ def test_trained_model_scores_high_and_random_model_near_chance_under_every_prot
     letters = [LETTERS.index(answer) for _, answer in choices(workdirs["trained"], "letters")]
     np.testing.assert_array_equal(letters, planted.answer_letters(np.arange(24) % 8, 0))
     check_outputs(workdirs["trained"], tmp_path / "options")
+    check_predict(tmp_path)
     # a rerun skips every finished protocol and keeps the results
     metrics_file = workdirs["trained"] / "planted" / "likelihood" / "metrics.json"
     stamp = metrics_file.stat().st_mtime_ns
     config = eval_config(f"run:{tmp_path / 'trained'}", specs, questions, tmp_path / "options")
     assert runner.evaluate(config, str(workdirs["trained"])) == summaries["trained"]
     assert metrics_file.stat().st_mtime_ns == stamp
+
+
+def check_predict(tmp_path: Path) -> None:
+    """fgjax.predict on image files: the reply names the class, the class's label ranks first;
+    the command line prints the same."""
+    test = planted.dataset(8, seed=5, marked=False)
+    paths = []
+    for i in range(len(test)):
+        paths.append(tmp_path / f"photo{i}.png")
+        Image.fromarray(test[i]["image"]).save(paths[-1])
+    found = predict.predict(
+        f"run:{tmp_path / 'trained'}", paths, prompts.QUESTION, labels=planted.CLASSES,
+        lead_in=prompts.LEAD_IN, max_new_tokens=8, system=None,
+    )  # fmt: skip
+    truth = [planted.CLASSES[test[i]["label"]] for i in range(len(test))]
+    top = [next(iter(p.label_scores)) for p in found]
+    print("predict:", [(p.reply, t) for p, t in zip(found, truth)])
+    assert np.mean([a == b for a, b in zip(top, truth)]) >= 0.75, (top, truth)
+    assert np.mean([t in p.reply for p, t in zip(found, truth)]) >= 0.75
+    out = subprocess.run(
+        [sys.executable, "-m", "fgjax.predict", f"--model=run:{tmp_path / 'trained'}",
+         f"--image={paths[0]}", f"--prompt={prompts.QUESTION}", "--system=none",
+         f"--labels={','.join(planted.CLASSES)}", f"--lead_in={prompts.LEAD_IN}",
+         "--max_new_tokens=8"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    printed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert printed["reply"] == found[0].reply and list(printed["label_scores"])[0] == top[0]
 
 
 def check_outputs(workdir: Path, options_dir: Path) -> None:
