@@ -132,10 +132,17 @@ class ConversationEncoder:
         tok, template = self.tokenizer, self.template
         name = f"template {template.name!r}"
         ids = {}
+        how = (
+            ": declare the tokenizer's special tokens in a tokenizer_config.json beside its file "
+            '({"bos_token": "<s>", "eos_token": "</s>"}, as Hugging Face writes it) or in '
+            'config.data.tokenizer_roles (e.g. {"eos_token": "</s>"})'
+        )
         if template.bos == "required" or (template.bos == "if_any" and tok.bos_id is not None):
-            ids["bos"] = _require(tok.bos_id, f"{name} starts with BOS but {tok!r} has none")
+            ids["bos"] = _require(tok.bos_id, f"{name} starts with BOS but {tok!r} has none{how}")
         if template.end == "eos":
-            ids["eos"] = _require(tok.eos_id, f"{name} ends replies with EOS but {tok!r} has none")
+            ids["eos"] = _require(
+                tok.eos_id, f"{name} ends replies with EOS but {tok!r} has none{how}"
+            )
         for token in (*template.special_tokens, self.image_token):  # end is one of these or eos
             token_id = tok.token_to_id(token)
             if token_id is None:

@@ -136,10 +136,12 @@ def add_image_token(
     return image_id
 
 
-def tokenizer_for(path: str, *, image_token: bool) -> Tokenizer:
-    """The tokenizer at `path` as a run uses it: a VLM's (`image_token`) gets LLaVA's <image>
-    placeholder when it has none. Training, evaluation and export all load it this way."""
-    tokenizer = load_tokenizer(path)
+def tokenizer_for(path: str, *, image_token: bool, roles: dict | None = None) -> Tokenizer:
+    """The tokenizer at `path` as a run uses it: its special-token `roles` ({"eos_token":
+    "</s>", ...}: config.data.tokenizer_roles, over its tokenizer_config.json), and for a VLM
+    (`image_token`) LLaVA's <image> placeholder when it has none. Training, evaluation and
+    export all load it this way."""
+    tokenizer = load_tokenizer(path, **dict(roles or {}))
     if image_token and tokenizer.token_to_id("<image>") is None:
         add_image_token(tokenizer)
     return tokenizer

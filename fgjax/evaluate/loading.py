@@ -53,13 +53,13 @@ def _load_weights(source: str, mesh=None, rules=DEFAULT_RULES):
     raise ValueError(f"model source {source!r} must start with 'run:' or 'hf:'")
 
 
-def _tokenizer(path: str | None, source: str) -> Tokenizer:
+def _tokenizer(path: str | None, source: str, roles=None) -> Tokenizer:
     if not path:
         raise ValueError(
             f"no tokenizer known for {source}: set config.tokenizer to a tokenizer.json, a "
             "sentencepiece model or a directory holding one"
         )
-    return tokenizer_for(path, image_token=True)
+    return tokenizer_for(path, image_token=True, roles=roles)
 
 
 def load_vlm(source: str, *, tokenizer: str | None = None, template: str | None = None,
@@ -77,10 +77,9 @@ def load_vlm(source: str, *, tokenizer: str | None = None, template: str | None 
     chosen = get_template(name)
     if system is not KEEP:
         chosen = chosen.with_system(system)
-    return Loaded(
-        model, cfg, _tokenizer(tokenizer or data.get("tokenizer"), source), chosen, source,
-        dict(data),
-    )  # fmt: skip
+    roles = None if tokenizer else data.get("tokenizer_roles")  # the run's, for the run's file
+    loaded_tokenizer = _tokenizer(tokenizer or data.get("tokenizer"), source, roles)
+    return Loaded(model, cfg, loaded_tokenizer, chosen, source, dict(data))
 
 
 def load_contrastive(source: str, *, tokenizer: str | None = None, mesh=None) -> Loaded:

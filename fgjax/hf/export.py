@@ -110,7 +110,8 @@ def _tokenizer_and_template(run: Run, tokenizer_path: str | None):
         )
     cfg = run.model_cfg
     is_vlm = isinstance(cfg, VLMConfig)
-    tokenizer = tokenizer_for(path, image_token=is_vlm)  # the trainer's own set-up
+    roles = data.get("tokenizer_roles")
+    tokenizer = tokenizer_for(path, image_token=is_vlm, roles=roles)  # the trainer's own set-up
     template = data.get("template")
     if template is not None:
         if is_vlm:  # raises if the tokenizer's <image> id or vocabulary disagree with the model

@@ -46,6 +46,7 @@ FIELDS: dict[str, Field] = {
         "the training data",
         sources=F(REQUIRED, "source specs (train/inputs.py SOURCES), each with an optional weight"),
         tokenizer=F(REQUIRED, "tokenizer.json, a sentencepiece model or a directory"),
+        tokenizer_roles=F({}, "{bos_token, eos_token, pad_token, unk_token: token} over its config"),
         template=F(None, "chat template (fgjax/data/templates.py); None: plain text"),
         system=F(ABSENT, "replaces the template's system message (None: no system message)"),
         max_length=F(REQUIRED, "tokens per row"),

@@ -45,7 +45,9 @@ def train(config, workdir: str) -> dict:
     is_vlm = task_name == "vlm"
 
     # ---------------------------------------------------------------- tokenizer, config checks, mesh
-    tokenizer = tokenizer_for(config.data.tokenizer, image_token=is_vlm)
+    tokenizer = tokenizer_for(
+        config.data.tokenizer, image_token=is_vlm, roles=config.data.tokenizer_roles
+    )
     if is_vlm and config.model.get("image_token_id") is None:
         config.model.image_token_id = tokenizer.token_to_id("<image>")
     fit_vocabulary(config, tokenizer.vocab_size)

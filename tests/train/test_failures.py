@@ -24,6 +24,7 @@ from fgjax import native, rundir
 from fgjax.data import pipeline
 from fgjax.data.skips import BadInputError
 from fgjax.data.tokenizer import tokenizer_for
+from fgjax.evaluate import loading
 from fgjax.train import checkpoint, experiment, trainer
 from fgjax.train import inputs as train_inputs
 from tests.train import helpers
@@ -408,3 +409,21 @@ def test_two_processes_agree_on_the_checkpoint_they_resume_from(data, tmp_path):
     assert local.run(command, 2, devices=2, timeout=600) == 0
     assert_same_run(tmp_path / "b", tmp_path / "a")
     assert (tmp_path / "b" / "checkpoints.unreadable" / "8").is_dir()
+
+
+def test_a_tokenizer_without_its_roles_says_how_to_declare_them_and_the_config_can(data, tmp_path):
+    """A tokenizer.json alone (no tokenizer_config.json) has no EOS: the error says where the
+    roles go; config.data.tokenizer_roles gives them, and the run records them for evaluation
+    and export."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(Path(data["tokenizer"]) / "tokenizer.json", bare / "tokenizer.json")
+    config = helpers.tiny_config({**data, "tokenizer": str(bare)}, stage="align", steps=2)
+    with pytest.raises(ValueError, match="tokenizer_config.json beside its file .* or in config.data.tokenizer_roles"):
+        trainer.train(config, str(tmp_path / "no_roles"))
+    config.data.tokenizer_roles = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+    trainer.train(config, str(tmp_path / "roles"))
+    recorded = json.loads((tmp_path / "roles" / "config.json").read_text())["data"]
+    assert recorded["tokenizer_roles"]["eos_token"] == "</s>"
+    loaded = loading.load_vlm(f"run:{tmp_path / 'roles'}")
+    assert loaded.tokenizer.eos_id is not None
