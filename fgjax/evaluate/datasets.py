@@ -7,13 +7,14 @@ names, from TFDS (fgjax.data.classification), the built-in specimens, a JSONL fi
     train = datasets.from_spec(spec, split="train")                      # for linear probes
 
 A spec is a registered dataset name or a dict with `name` and optionally `source` ("tfds"
-(default for registered names), "specimens", "jsonl"), `split`, `train_split`, `data_dir`,
+(default for registered names), "specimens", "jsonl", "folder"), `split`, `train_split`, `data_dir`,
 `max_examples` and `subset_seed` (a seeded random subset, sorted, e.g. the 1,000 images per
 dataset of Zhang et al.), and for JSONL `path` / `train_path`, `image_root`, `class_names`.
 JSONL lines: {"image": path (relative to image_root, default the file's folder),
 "label": class name or integer index, "id": optional, unique}. The whole file is checked when
 it is read -- JSON, labels, unique ids, image files present -- so that a bad row fails before
-a model is loaded, with its line number.
+a model is loaded, with its line number. A folder (`path` / `train_path`) holds one folder of
+images per class, named after it (`class_names` may fix their order).
 """
 
 from __future__ import annotations
@@ -154,17 +155,32 @@ def from_spec(spec: str | dict, split: str | None = None) -> ClassificationSet:
         dataset = _specimens(spec, want_train)
     elif source == "jsonl":
         dataset = _jsonl(spec, want_train)
+    elif source == "folder":
+        dataset = _folder(spec, want_train)
     else:
-        raise ValueError(f"dataset {name!r}: unknown source {source!r}; use tfds, specimens, jsonl")
+        raise ValueError(
+            f"dataset {name!r}: unknown source {source!r}; use tfds, specimens, jsonl or folder"
+        )
     if want_train:
         return subset(dataset, spec.get("max_train_examples"), int(spec.get("subset_seed", 0)))
     return subset(dataset, spec.get("max_examples"), int(spec.get("subset_seed", 0)))
 
 
+OWN_DATA = (
+    'for your own images use {"name": NAME, "source": "folder", "path": DIR} (one subfolder '
+    'of images per class; the folder names are the class names) or {"name": NAME, "source": '
+    '"jsonl", "path": FILE} (lines {"image": PATH, "label": CLASS})'
+)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
 def _tfds(spec: dict, want_train: bool) -> ClassificationSet:
     from fgjax.data import classification
 
-    info = classification.info(spec["name"])
+    try:
+        info = classification.info(spec["name"])
+    except ValueError as error:
+        raise ValueError(f"{error}; {OWN_DATA}") from None
     split = (
         spec.get("train_split", info.train_split)
         if want_train
@@ -222,6 +238,42 @@ def _jsonl(spec: dict, want_train: bool) -> ClassificationSet:
         images.append(LazyImage(root / row["image"]))
         ids.append(str(row.get("id", f"{spec['name']}/{number}")))
     check_rows(rows, ids, images)
+    split = "train" if want_train else spec.get("split", "test")
+    return ClassificationSet(spec["name"], split, class_names, ArraySource(images, labels, ids))
+
+
+def _folder(spec: dict, want_train: bool) -> ClassificationSet:
+    """An image folder: DIR/<class name>/<images>; `class_names` (a list, in label order) may
+    fix the classes and their order, else the sorted folder names are. Every image is found,
+    and every class holds one, before a model loads."""
+    key = "train_path" if want_train else "path"
+    if key not in spec:
+        raise ValueError(f"folder dataset {spec['name']!r} needs {key!r}: a folder of class folders")
+    root = Path(spec[key])
+    if not root.is_dir():
+        raise ValueError(f"folder dataset {spec['name']!r}: {root} is not a directory")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_names = tuple(spec.get("class_names") or folders)
+    if not class_names:
+        raise ValueError(
+            f"folder dataset {spec['name']!r}: {root} has no class folders; put each class's "
+            "images in a folder of its own, named after the class"
+        )
+    missing = [c for c in class_names if c not in folders]
+    if missing:
+        raise ValueError(f"folder dataset {spec['name']!r}: no folder {root}/{missing[0]} for "
+                         f"class {missing[0]!r} (of {len(missing)} missing)")  # fmt: skip
+    images, labels, ids = [], [], []
+    for label, name in enumerate(class_names):
+        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(
+                f"folder dataset {spec['name']!r}: {root / name} holds no images "
+                f"({', '.join(IMAGE_SUFFIXES)})"
+            )
+        images += [LazyImage(f) for f in files]
+        labels += [label] * len(files)
+        ids += [f"{spec['name']}/{name}/{f.name}" for f in files]
     split = "train" if want_train else spec.get("split", "test")
     return ClassificationSet(spec["name"], split, class_names, ArraySource(images, labels, ids))
 

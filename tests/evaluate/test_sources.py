@@ -3,6 +3,7 @@ classification and question files with their errors, seeded subsets."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -105,3 +106,28 @@ def test_a_corrupt_evaluation_image_names_its_file_and_id(tmp_path):
     runner = DatasetRunner(PreprocessConfig(size=8), batch_size=1, progress=False)
     with pytest.raises(ValueError, match=r"example 'r7': cannot read its image \(file .*a.png\)"):
         runner.run(dataset, lambda batch: {})
+
+
+def test_an_image_folder_is_a_dataset_named_by_its_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, count in (("oak leaf", 3), ("maple leaf", 2)):
+        (tmp_path / "test" / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = (rng.random((20 + i, 30, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "test" / name / f"{i}.{'png' if i else 'jpg'}")
+    (tmp_path / "test" / "oak leaf" / "notes.txt").write_text("not an image")
+    spec = {"name": "leaves", "source": "folder", "path": str(tmp_path / "test")}
+    ds = datasets.from_spec(spec)
+    assert ds.class_names == ("maple leaf", "oak leaf") and len(ds) == 5
+    assert ds.labels().tolist() == [0, 0, 1, 1, 1]
+    assert ds.ids()[0] == "leaves/maple leaf/0.jpg"
+    assert Image.open(io.BytesIO(datasets.read_image(ds[4]["image"]))).size == (30, 22)
+    ordered = datasets.from_spec({**spec, "class_names": ["oak leaf", "maple leaf"]})
+    assert ordered.labels().tolist() == [0, 0, 0, 1, 1]
+    (tmp_path / "test" / "birch leaf").mkdir()
+    with pytest.raises(ValueError, match="birch leaf holds no images"):
+        datasets.from_spec(spec)
+    with pytest.raises(ValueError, match="no folder .*/elm for class 'elm'"):
+        datasets.from_spec({**spec, "class_names": ["elm"]})
+    with pytest.raises(ValueError, match="unknown classification dataset 'digits'.*\"source\": \"folder\""):
+        datasets.from_spec("digits")
