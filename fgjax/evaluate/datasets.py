@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from fgjax.data.folders import list_image_folder
+
 
 @dataclasses.dataclass
 class ClassificationSet:
@@ -171,7 +173,6 @@ OWN_DATA = (
     'of images per class; the folder names are the class names) or {"name": NAME, "source": '
     '"jsonl", "path": FILE} (lines {"image": PATH, "label": CLASS})'
 )
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def _tfds(spec: dict, want_train: bool) -> ClassificationSet:
@@ -243,38 +244,17 @@ def _jsonl(spec: dict, want_train: bool) -> ClassificationSet:
 
 
 def _folder(spec: dict, want_train: bool) -> ClassificationSet:
-    """An image folder: DIR/<class name>/<images>; `class_names` (a list, in label order) may
-    fix the classes and their order, else the sorted folder names are. Every image is found,
-    and every class holds one, before a model loads."""
+    """An image folder: DIR/<class name>/<images> (fgjax.data.folders), listed whole before a
+    model loads."""
     key = "train_path" if want_train else "path"
     if key not in spec:
         raise ValueError(f"folder dataset {spec['name']!r} needs {key!r}: a folder of class folders")
-    root = Path(spec[key])
-    if not root.is_dir():
-        raise ValueError(f"folder dataset {spec['name']!r}: {root} is not a directory")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    class_names = tuple(spec.get("class_names") or folders)
-    if not class_names:
-        raise ValueError(
-            f"folder dataset {spec['name']!r}: {root} has no class folders; put each class's "
-            "images in a folder of its own, named after the class"
-        )
-    missing = [c for c in class_names if c not in folders]
-    if missing:
-        raise ValueError(f"folder dataset {spec['name']!r}: no folder {root}/{missing[0]} for "
-                         f"class {missing[0]!r} (of {len(missing)} missing)")  # fmt: skip
-    images, labels, ids = [], [], []
-    for label, name in enumerate(class_names):
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise ValueError(
-                f"folder dataset {spec['name']!r}: {root / name} holds no images "
-                f"({', '.join(IMAGE_SUFFIXES)})"
-            )
-        images += [LazyImage(f) for f in files]
-        labels += [label] * len(files)
-        ids += [f"{spec['name']}/{name}/{f.name}" for f in files]
+    class_names, files, labels = list_image_folder(
+        spec[key], spec.get("class_names"), f"folder dataset {spec['name']!r}"
+    )
+    ids = [f"{spec['name']}/{f.parent.name}/{f.name}" for f in files]
     split = "train" if want_train else spec.get("split", "test")
+    images = [LazyImage(f) for f in files]
     return ClassificationSet(spec["name"], split, class_names, ArraySource(images, labels, ids))
 
 

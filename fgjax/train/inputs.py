@@ -24,6 +24,7 @@ import numpy as np
 from fgjax.data import images as image_ops
 from fgjax.data import pipeline
 from fgjax.data.conversation import ConversationEncoder, SampleError
+from fgjax.data.folder_source import FolderSource
 from fgjax.data.llava_json import LlavaJsonSource
 from fgjax.data.skips import BadInputError, SkipCounter, SkipGuard
 from fgjax.data.specimens_source import SpecimensSource
@@ -45,6 +46,13 @@ SOURCES: dict[str, Callable] = {
     "llava_json": lambda spec: LlavaJsonSource(
         spec["path"], spec.get("image_root"), strict=spec.get("strict", False)
     ),
+    "folder": lambda spec: FolderSource(
+        spec["path"], spec.get("kind", "captions"), class_names=spec.get("class_names"),
+        caption=spec.get("caption", "a photo of a {}."),
+        question=spec.get("question", "What type of object is in this photo?"),
+        choices=int(spec.get("choices", 5)), seed=int(spec.get("seed", 0)),
+        strict=spec.get("strict", False),
+    ),  # fmt: skip
 }
 
 
