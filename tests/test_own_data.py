@@ -65,6 +65,8 @@ def test_own_images_train_evaluate_predict_and_export(tmp_path, monkeypatch):
         f"model=run:runs/instruct,folder={data}/test,train_folder={data}/train"
     )
     summary = runner.evaluate(config, "evals/own")
+    ran = json.loads(Path("evals/own/config.json").read_text())["protocols"]["likelihood"]
+    assert ran["question"] == "What type of object is in this photo?" and ran["lead_in"] is None
     scores = {
         "likelihood": summary["own"]["likelihood"]["sum/top1"],
         "multiple_choice (letters)": summary["own"]["multiple_choice_letters"]["accuracy"],

@@ -26,6 +26,7 @@ confusion.json}, OUT/general_qa/<source>/<result>/..., OUT/summary.json, TensorB
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -36,7 +37,7 @@ from clu import metric_writers
 from fgjax import distributed, rundir, sharding
 from fgjax.console import setup_python_logging
 from fgjax.data.conversation import ConversationEncoder
-from fgjax.evaluate import datasets, loading, protocols, report, schema
+from fgjax.evaluate import datasets, loading, prompts, protocols, report, schema
 from fgjax.evaluate.evaluator import Evaluator, process0
 
 
@@ -54,6 +55,28 @@ def preprocess_mode(config, recorded: dict):
             "training (drop config.preprocess to use the run's)", chosen, run_mode,
         )  # fmt: skip
     return chosen
+
+
+PROMPT_FIELDS = ("question", "lead_in")
+
+
+def tuned_prompt(recorded: dict) -> dict:
+    """The prompt a run was instruction-tuned with, when its data records one: a folder
+    source of classification questions ({"question": its question, "lead_in": None}: the
+    class name is the reply). {} otherwise (the protocols' defaults apply)."""
+    for source in recorded.get("sources") or []:
+        source = dict(source)
+        if source.get("name") == "folder" and source.get("kind") == "classify":
+            return {"question": source.get("question", prompts.QUESTION), "lead_in": None}
+    return {}
+
+
+def with_run_prompt(name: str, options: dict, tuned: dict) -> dict:
+    """A protocol's options with the run's prompt for each prompt field the evaluation config
+    does not set itself (and that the protocol has)."""
+    fields = {f.name for f in dataclasses.fields(protocols.get(name).options)}
+    filled = {k: v for k, v in tuned.items() if k in fields and k not in options}
+    return {**filled, **options}
 
 
 def protocol_config(name: str, options) -> object:
@@ -88,12 +111,27 @@ def evaluate(config, workdir: str) -> dict:
         preprocess_mode=config.preprocess,
         prompt_bucket=int(config.get("prompt_bucket", 32)),
     )  # fmt: skip
+    tuned = tuned_prompt(loaded.recorded)
     del loaded  # the evaluator holds the placed parameters
     writer = metric_writers.create_default_writer(
         str(workdir), just_logging=jax.process_index() > 0
     )
-    wanted_protocols = {k: dict(v or {}) for k, v in dict(config.get("protocols") or {}).items()}
+    wanted_protocols = {
+        k: with_run_prompt(k, dict(v or {}), tuned)
+        for k, v in dict(config.get("protocols") or {}).items()
+    }
     configs = {k: protocols.options(k, v) for k, v in wanted_protocols.items()}
+    for name, cfg in configs.items():
+        used = {f: getattr(cfg, f) for f in PROMPT_FIELDS if hasattr(cfg, f)}
+        logging.info("%s prompt: %s%s", name, used, " (the run's)" if tuned else "")
+    with config.unlocked():  # recorded: the options each protocol ran with
+        config.protocols = {k: dataclasses.asdict(c) for k, c in configs.items()}
+        for name, entry in wanted_protocols.items():
+            for key in protocols.get(name).inputs:
+                if key in entry:
+                    config.protocols[name][key] = entry[key]
+    if jax.process_index() == 0:
+        rundir.write_configs(workdir, config)
     chosen = {k: protocols.get(k) for k in configs}
     overwrite = bool(config.get("overwrite", False))
     summary = _read_summary(workdir)
