@@ -22,7 +22,7 @@ from fgjax.data import pipeline
 from fgjax.data.tokenizer import tokenizer_for
 from fgjax.models import presets
 from fgjax.models.partitioning import activation_sharding
-from fgjax.train import checkpoint, experiment, flops, init, optim, schema
+from fgjax.train import checkpoint, experiment, flops, init, optim, preemption, schema
 from fgjax.train import inputs as train_inputs
 from fgjax.train.metrics import Logger
 from fgjax.train.step import TrainState
@@ -107,7 +107,8 @@ def train(config, workdir: str) -> dict:
     pending, metrics = [], {}
     since, since_step = time.perf_counter(), int(state.step)
     # leaving the loop by an error finishes or abandons the save in flight before it propagates
-    with ckpt, logger, activation_sharding(exp.mesh, exp.rules):
+    preempted_at = None
+    with ckpt, logger, activation_sharding(exp.mesh, exp.rules), preemption.Watch() as watch:
         for step in range(int(state.step), total):
             batch = pipeline.to_global(next(data_iter), exp.batch_sharding)
             state, step_metrics = exp.step(state, frozen, batch)
@@ -116,7 +117,10 @@ def train(config, workdir: str) -> dict:
             # an export step (a shorter-trained variant) is also a checkpoint step; the export is
             # written first, so a run killed while exporting resumes before it and exports again
             export_now = step + 1 in export_steps and step + 1 < total
-            save_now = (step + 1) % ckpt.every_steps == 0 or step + 1 == total or export_now
+            preempted = watch.reached(step + 1)  # every process stops at the same step
+            save_now = (
+                (step + 1) % ckpt.every_steps == 0 or step + 1 == total or export_now or preempted
+            )
             if (step + 1) % log_every == 0 or save_now:
                 metrics = _flush(
                     pending,
@@ -137,6 +141,12 @@ def train(config, workdir: str) -> dict:
                 )
             if save_now:  # the steps up to here were checked to be finite just above
                 ckpt.save(step + 1, {"state": state, "frozen": frozen}, data_iter, force=True)
+            if preempted and step + 1 < total:
+                preempted_at = step + 1
+                break
+    if preempted_at is not None:  # the checkpoint is written whole (the `with` waited for it)
+        logging.warning("preempted at step %d of %d: checkpoint saved", preempted_at, total)
+        raise preemption.Preempted(preempted_at)
 
     # ---------------------------------------------------------------- parameters export, data report
     native.save(rundir.export_dir(workdir), exp.model_cfg, trees.merge(state.trainable, frozen))

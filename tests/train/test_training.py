@@ -313,3 +313,71 @@ def test_config_errors_come_before_compiling(data):
     config.model.decoder = "llama9"
     with pytest.raises(ValueError, match="unknown decoder 'llama9'"):
         experiment.build(config)
+
+
+def test_sigterm_saves_the_step_stops_cleanly_and_the_rerun_is_bit_identical(data, tmp_path):
+    """A preemption notice (SIGTERM) mid-run: the checkpoint of the step reached is written
+    whole (not a periodic one), the process ends with status 143 naming that step, and the
+    rerun ends with the uninterrupted run's parameters, bit for bit."""
+    config = helpers.tiny_config(data, stage="align", steps=40)
+    config.checkpoint.every_steps = 1000  # no periodic save: only the preemption's
+    arg = helpers.config_file(tmp_path, config)
+    reference = tmp_path / "reference"
+    subprocess.run(helpers.main_command(arg, reference), env=helpers.env(), check=True, timeout=600)
+    workdir = tmp_path / "work"
+    command = helpers.main_command(arg, workdir)
+    proc = subprocess.Popen(
+        command, env=helpers.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (workdir / "metrics.jsonl").exists() and max(helpers.losses(workdir), default=0) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the notice"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr[-2000:]
+    saved = checkpoint.Checkpointer(workdir / "checkpoints", every_steps=1000).steps()
+    assert len(saved) == 1 and 3 <= saved[0] < 40, saved
+    assert f"preempted at step {saved[0]} of 40: checkpoint saved" in stderr
+    assert not (workdir / rundir.PARAMS_EXPORT).exists()
+    subprocess.run(command, env=helpers.env(), check=True, timeout=600)
+    expected, got = helpers.exported(reference), helpers.exported(workdir)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(data, tmp_path):
+    """Two processes, the notice to one: JAX's preemption sync service picks one step, both save
+    it and stop; the rerun ends with the parameters of an uninterrupted two-process run, bit for
+    bit."""
+    config = helpers.tiny_config(data, stage="align", steps=40)
+    config.checkpoint.every_steps = 1000
+    arg = helpers.config_file(tmp_path, config)
+    reference = tmp_path / "reference"
+    assert local.run(helpers.main_command(arg, reference), 2, devices=1, timeout=600) == 0
+    workdir = tmp_path / "work"
+    command = helpers.main_command(arg, workdir)
+    port = local.free_port()
+    procs = [
+        subprocess.Popen(command, env=local.process_env(i, 2, port, 1, helpers.env()),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        if (workdir / "metrics.jsonl").exists() and max(helpers.losses(workdir), default=0) >= 3:
+            break
+        time.sleep(0.05)
+    assert all(p.poll() is None for p in procs), "the run ended before the notice"
+    procs[1].send_signal(signal.SIGTERM)
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], [e[-1500:] for e in errors]
+    saved = checkpoint.Checkpointer(workdir / "checkpoints", every_steps=1000).steps()
+    assert len(saved) == 1 and 3 <= saved[0] < 40, saved
+    assert all(f"preempted at step {saved[0]} of 40" in e for e in errors)
+    assert local.run(command, 2, devices=1, timeout=600) == 0
+    expected, got = helpers.exported(reference), helpers.exported(workdir)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
