@@ -38,7 +38,8 @@ script="$(cat <<SBATCH
 ${PARTITION:+#SBATCH --partition=$PARTITION}
 ${ACCOUNT:+#SBATCH --account=$ACCOUNT}
 set -euo pipefail
-# a preempted or timed-out job is requeued; the rerun resumes from the last checkpoint
+# a preempted or timed-out job is requeued; SLURM then sends SIGTERM, on which every task saves
+# the step it reached (fgjax/train/preemption.py), and the rerun resumes from that checkpoint
 trap 'scontrol requeue \$SLURM_JOB_ID' USR1
 cd $REPO_DIR
 srun --kill-on-bad-exit=1 .venv/bin/python -m fgjax.main --config='$CONFIG' --workdir='$WORKDIR' &
