@@ -133,6 +133,16 @@ def test_two_processes_give_the_single_process_loss_curve(reference_run, tmp_pat
     np.testing.assert_allclose([multi[s] for s in single], list(single.values()), rtol=1e-5)
 
 
+def wait_for_step(workdir: Path, procs, step: int, timeout: float = 300) -> None:
+    """Returns once the run in `workdir` has logged `step`; its processes must still run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        if (workdir / "metrics.jsonl").exists() and max(helpers.losses(workdir), default=0) >= step:
+            break
+        time.sleep(0.05)
+    assert all(p.poll() is None for p in procs), f"the run ended before step {step} was logged"
+
+
 def test_sigkill_and_rerun_is_bit_identical(reference_run, tmp_path):
     """Kill the run with SIGKILL after step 3 is logged, rerun the same command: the final
     parameters equal the uninterrupted run's bit for bit."""
@@ -141,12 +151,7 @@ def test_sigkill_and_rerun_is_bit_identical(reference_run, tmp_path):
     proc = subprocess.Popen(
         command, env=helpers.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (workdir / "metrics.jsonl").exists() and max(helpers.losses(workdir), default=0) >= 3:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
+    wait_for_step(workdir, [proc], 3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (workdir / rundir.PARAMS_EXPORT).exists()
@@ -329,12 +334,7 @@ def test_sigterm_saves_the_step_stops_cleanly_and_the_rerun_is_bit_identical(dat
     proc = subprocess.Popen(
         command, env=helpers.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (workdir / "metrics.jsonl").exists() and max(helpers.losses(workdir), default=0) >= 3:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before the notice"
+    wait_for_step(workdir, [proc], 3)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 143, stderr[-2000:]
@@ -365,12 +365,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(data, tmp_
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for i in range(2)
     ]  # fmt: skip
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
-        if (workdir / "metrics.jsonl").exists() and max(helpers.losses(workdir), default=0) >= 3:
-            break
-        time.sleep(0.05)
-    assert all(p.poll() is None for p in procs), "the run ended before the notice"
+    wait_for_step(workdir, procs, 3)
     procs[1].send_signal(signal.SIGTERM)
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [143, 143], [e[-1500:] for e in errors]
