@@ -79,11 +79,6 @@ def with_run_prompt(name: str, options: dict, tuned: dict) -> dict:
     return {**filled, **options}
 
 
-def protocol_config(name: str, options) -> object:
-    """The protocol's options dataclass from a dict (protocols.options)."""
-    return protocols.options(name, options)
-
-
 def evaluate(config, workdir: str) -> dict:
     """Runs every configured (dataset, protocol) not yet finished; returns the summary
     {dataset: {result: metrics}}."""
@@ -104,8 +99,6 @@ def evaluate(config, workdir: str) -> dict:
     encoder = ConversationEncoder.for_model(loaded.tokenizer, loaded.template, loaded.cfg)
     with config.unlocked():
         config.preprocess = preprocess_mode(config, loaded.recorded)
-    if jax.process_index() == 0:  # the preprocessing chosen, recorded
-        rundir.write_configs(workdir, config)
     evaluator = Evaluator(
         loaded.model, encoder, batch_size=int(config.get("batch_size", 8)), mesh=mesh,
         preprocess_mode=config.preprocess,

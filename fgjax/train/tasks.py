@@ -79,19 +79,21 @@ def decoder_inputs(batch: dict) -> dict:
     return kwargs
 
 
+def runtime_fields(model_cfg) -> dict:
+    """The config.model fields every part of a model takes: compute dtype, remat policy and
+    attention implementation (their defaults: fgjax/train/schema.py)."""
+    m = model_cfg
+    return {"dtype": m.get("dtype", "float32"), "remat": m.get("remat", "none"),
+            "attention": m.get("attention", "auto")}  # fmt: skip
+
+
 @dataclasses.dataclass(frozen=True)
 class VlmTask:
     groups = VLM_GROUPS
 
     def model_config(self, config) -> VLMConfig:
         m = config.model
-        dtype = m.get("dtype", "float32")
-        common = {
-            "dtype": dtype,
-            "remat": m.get("remat", "none"),
-            "attention": m.get("attention", "auto"),
-            "scan_layers": m.get("scan_layers", True),
-        }
+        common = {**runtime_fields(m), "scan_layers": m.get("scan_layers", True)}
         cfg = presets.vlm(
             m.encoder,
             m.decoder,
@@ -130,8 +132,7 @@ class LmTask:
 
     def model_config(self, config) -> DecoderConfig:
         m = config.model
-        overrides = {"dtype": m.get("dtype", "float32"), "remat": m.get("remat", "none"),
-                     "attention": m.get("attention", "auto")}  # fmt: skip
+        overrides = runtime_fields(m)
         overrides.update(dict(m.get("decoder_overrides", {})))
         cfg = presets.decoder(m.decoder, **overrides)
         cfg.validate()
@@ -163,8 +164,7 @@ class ContrastiveTask:
 
     def model_config(self, config) -> ContrastiveConfig:
         m = config.model
-        common = {"dtype": m.get("dtype", "float32"), "remat": m.get("remat", "none"),
-                  "attention": m.get("attention", "auto")}  # fmt: skip
+        common = runtime_fields(m)
         image = presets.encoder(
             m.encoder, **{**common, "pool": "map", **dict(m.get("encoder_overrides", {}))}
         )

@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 from fgjax import models, native
-from fgjax.evaluate import configs, runner
+from fgjax.evaluate import configs, protocols, runner
 from fgjax.launch import local
 from fgjax.rundir import PARAMS_EXPORT
 from tests.evaluate import planted
@@ -70,7 +70,7 @@ def test_config_files_build_valid_configs(name):
     assert config.job == "eval" and config.model == "hf:/some/llava"
     assert all(spec["max_examples"] == 50 for spec in config.datasets)
     for protocol, options in config.protocols.items():
-        runner.protocol_config(protocol, options)  # every option is a field of its protocol
+        protocols.options(protocol, options)  # every option is a field of its protocol
     with pytest.raises(ValueError, match="give the model"):
         module["get_config"]("")
     with pytest.raises(ValueError, match="unknown config argument"):
