@@ -7,9 +7,10 @@ import logging
 
 
 class _QuietLibraries(logging.Filter):
-    """Drops INFO chatter of Orbax and grain (they log every save step); keeps warnings."""
+    """Drops INFO chatter of Orbax and grain (they log every save step) and of fsspec/gcsfs
+    (every file opened in a bucket); keeps warnings."""
 
-    NOISY = ("/orbax/", "/grain/", "/tensorstore/")
+    NOISY = ("/orbax/", "/grain/", "/tensorstore/", "/fsspec/", "/gcsfs/")
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.WARNING or not any(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
@@ -28,18 +27,18 @@ FORMAT = "fgjax-params-v1"
 META = "fgjax_model.json"
 
 
-def is_native(path: str | Path) -> bool:
-    return (Path(path) / META).is_file()
+def is_native(path: str | os.PathLike) -> bool:
+    return (storage.path(path) / META).is_file()
 
 
 class CorruptExportError(ValueError):
     """An export whose parameters load with other values than were saved."""
 
 
-def save(path: str | Path, cfg, params: dict) -> None:
+def save(path: str | os.PathLike, cfg, params: dict) -> None:
     """Writes `params` (a pure nested dict of arrays, as `nnx.to_pure_dict(nnx.state(model))`),
     committing the export with fgjax_model.json last."""
-    path = Path(path).absolute()
+    path = storage.path(path)
     storage.check_room(path, params, "the parameters export")
     if jax.process_index() == 0:
         path.mkdir(parents=True, exist_ok=True)
@@ -51,14 +50,12 @@ def save(path: str | Path, cfg, params: dict) -> None:
         ckptr.wait_until_finished()
     if jax.process_index() == 0:
         meta = {"format": FORMAT, "config": model_config.to_dict(cfg), "checksums": checksums}
-        partial = path / f"{META}.partial"
-        partial.write_text(json.dumps(meta, indent=2))
-        os.replace(partial, path / META)
+        storage.write_atomic(path / META, json.dumps(meta, indent=2))
     multihost_utils.sync_global_devices(f"fgjax export {path}: committed")
 
 
-def _read_meta(path: str | Path) -> dict:
-    meta_path = Path(path) / META
+def _read_meta(path: str | os.PathLike) -> dict:
+    meta_path = storage.path(path) / META
     if not meta_path.is_file():
         raise FileNotFoundError(
             f"{path} is not an fgjax parameters export (no {META}: none was written there, or "
@@ -72,11 +69,11 @@ def _read_meta(path: str | Path) -> dict:
     return meta
 
 
-def read_config(path: str | Path):
+def read_config(path: str | os.PathLike):
     return model_config.from_dict(_read_meta(path)["config"])
 
 
-def load_params(path: str | Path, cfg=None, shardings=None) -> dict:
+def load_params(path: str | os.PathLike, cfg=None, shardings=None) -> dict:
     """The parameters as a pure dict, placed as `shardings` (a matching dict) if given, else
     on this process's first device -- whatever mesh wrote them (a pod's export loads on a
     laptop)."""
@@ -89,7 +86,7 @@ def load_params(path: str | Path, cfg=None, shardings=None) -> dict:
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
     with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(Path(path).absolute() / "params", abstract)
+        params = ckptr.restore(storage.path(path) / "params", abstract)
     checksums = _read_meta(path).get("checksums")
     bad = integrity.mismatches(checksums, params) if checksums is not None else []
     if bad:
@@ -100,7 +97,7 @@ def load_params(path: str | Path, cfg=None, shardings=None) -> dict:
     return params
 
 
-def load(path: str | Path):
+def load(path: str | os.PathLike):
     """(model, cfg) from an fgjax parameters export."""
     cfg = read_config(path)
     graphdef, _ = nnx.split(models.abstract(cfg))

@@ -32,9 +32,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx, traverse_util
 
-from fgjax import models, native, trees
+from fgjax import models, native, storage, trees
 from fgjax.models import config as model_config
 
 CONFIG = "config.json"
@@ -54,19 +55,19 @@ class RunMismatchError(RunError, trees.ParameterMismatchError):
     """A run's stored parameters are not those of its model_config.json."""
 
 
-def export_dir(workdir, step: int | None = None) -> Path:
+def export_dir(workdir, step: int | None = None) -> epath.Path:
     """Where a run's parameters exports live: the final one, or the one at `step`
     (config.export_steps)."""
-    return Path(workdir) / (PARAMS_EXPORT if step is None else f"{PARAMS_EXPORT}_step{step}")
+    return storage.path(workdir) / (PARAMS_EXPORT if step is None else f"{PARAMS_EXPORT}_step{step}")
 
 
-def run_export(path: str) -> Path:
+def run_export(path: str) -> epath.Path:
     """The parameters export a "run:" source names: "DIR" (the run's final export, or DIR if it
     is an export itself) or "DIR@STEP" (the export that run wrote at STEP)."""
     path, _, step = path.partition("@")
     if step and not step.isdigit():
         raise ValueError(f"run:{path}@{step}: the part after '@' must be a step number")
-    candidates = [export_dir(path, int(step))] if step else [export_dir(path), Path(path)]
+    candidates = [export_dir(path, int(step))] if step else [export_dir(path), storage.path(path)]
     target = next((c for c in candidates if native.is_native(c)), None)
     if target is None:
         raise FileNotFoundError(
@@ -78,7 +79,7 @@ def run_export(path: str) -> Path:
 
 def read_config(workdir) -> dict:
     """A workdir's config.json as a dict; {} when it has none (e.g. a bare parameters export)."""
-    file = Path(workdir) / CONFIG
+    file = storage.path(workdir) / CONFIG
     return json.loads(file.read_text()) if file.is_file() else {}
 
 
@@ -92,7 +93,8 @@ def absolute_paths(config) -> None:
     directory (its config.json is read by evaluation and export, maybe elsewhere)."""
 
     def absolute(value):
-        if isinstance(value, str) and value and not os.path.isabs(value) and os.path.exists(value):
+        if (isinstance(value, str) and value and not storage.is_remote(value)
+                and not os.path.isabs(value) and os.path.exists(value)):  # fmt: skip
             return os.path.abspath(value)
         return value
 
@@ -121,15 +123,16 @@ def absolute_paths(config) -> None:
 
 def write_configs(workdir, config, model_cfg=None) -> None:
     """config.json (the ml_collections config) and, for a training run, model_config.json."""
-    workdir = Path(workdir)
-    (workdir / CONFIG).write_text(config.to_json_best_effort(indent=2))
+    workdir = storage.path(workdir)
+    storage.write_atomic(workdir / CONFIG, config.to_json_best_effort(indent=2))
     if model_cfg is not None:
-        (workdir / MODEL_CONFIG).write_text(json.dumps(model_config.to_dict(model_cfg), indent=2))
+        model_json = json.dumps(model_config.to_dict(model_cfg), indent=2)
+        storage.write_atomic(workdir / MODEL_CONFIG, model_json)
 
 
-def _listing(path: Path) -> str:
+def _listing(path: epath.Path) -> str:
     try:
-        names = sorted(os.listdir(path))
+        names = sorted(p.name for p in path.iterdir())
     except OSError:
         return "(unreadable)"
     shown = ", ".join(names[:20]) + (f", ... ({len(names)} entries)" if len(names) > 20 else "")
@@ -149,7 +152,7 @@ class ParamStore(Mapping):
     """
 
     def __init__(self, directory: Path, roots, *, what: str, read_ahead_bytes: int = 16 * 2**20):
-        self.directory, self.what = Path(directory).absolute(), what  # Orbax needs absolute paths
+        self.directory, self.what = storage.path(directory), what  # Orbax needs absolute paths
         self.read_ahead_bytes = read_ahead_bytes
         try:
             with ocp.PyTreeCheckpointer() as ckptr:
@@ -250,7 +253,7 @@ class ParamStore(Mapping):
 class Run:
     """A training workdir, checked on `open`."""
 
-    workdir: Path
+    workdir: epath.Path
     config: dict  # config.json as a dict
     model_cfg: object  # the fgjax model config
     steps: tuple[int, ...]  # complete checkpoint steps, oldest first
@@ -260,7 +263,7 @@ class Run:
 
     @classmethod
     def open(cls, workdir) -> Run:
-        workdir = Path(workdir).absolute()  # a run read from any working directory
+        workdir = storage.path(workdir)  # a run read from any working directory
         if not workdir.is_dir():
             raise RunError(f"workdir {str(workdir)!r} is not a directory")
         config_file = workdir / CONFIG
@@ -277,7 +280,7 @@ class Run:
         steps, unfinished = [], []
         ckpt_dir = workdir / CHECKPOINTS
         if ckpt_dir.is_dir():
-            for name in os.listdir(ckpt_dir):
+            for name in (p.name for p in ckpt_dir.iterdir()):
                 if name.isdigit() and (ckpt_dir / name).is_dir():
                     steps.append(int(name))
                 elif match := _UNFINISHED.match(name):
@@ -285,7 +288,7 @@ class Run:
         has_export = native.is_native(export_dir(workdir))
         export_steps = sorted(
             int(match.group(1))
-            for name in os.listdir(workdir)
+            for name in (p.name for p in workdir.iterdir())
             if (match := _STEP_EXPORT.match(name)) and native.is_native(workdir / name)
         )
         if not steps and not has_export and not export_steps:
@@ -302,7 +305,7 @@ class Run:
                    has_export, tuple(export_steps))  # fmt: skip
 
     @staticmethod
-    def _model_config(workdir: Path):
+    def _model_config(workdir: epath.Path):
         file = workdir / MODEL_CONFIG
         if file.is_file():
             try:

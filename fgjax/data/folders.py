@@ -4,19 +4,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
+
+from fgjax import storage
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def list_image_folder(
     root, class_names: Sequence[str] | None = None, what: str = "image folder"
-) -> tuple[tuple[str, ...], list[Path], list[int]]:
-    """(class names in label order, image files, their labels) of ROOT/<class>/<images>.
+) -> tuple[tuple[str, ...], list, list[int]]:
+    """(class names in label order, image files (epath.Path), their labels) of
+    ROOT/<class>/<images>, ROOT local or gs://.
 
     `class_names` fixes the classes and their order, else the sorted folder names are. Every
     class must have its folder and at least one image; other files are ignored."""
-    root = Path(root)
+    root = storage.path(root)  # local or gs://
     if not root.is_dir():
         raise ValueError(f"{what}: {root} is not a directory")
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -16,6 +16,7 @@ a row is read (each row counted once, however often it is read). `report()` give
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from fgjax import storage
 from fgjax.data.skips import BadInputError, SkipCounter
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,8 @@ class LlavaJsonSource:
         strict: bool = False,
         check_files: bool = True,
     ):
-        self.path, self.image_root = path, image_root
+        self.path, self.image_root = os.fspath(path), image_root
+        self._remote_images: set[str] | None = None
         self.name = os.path.basename(path)
         self.skipped = SkipCounter(self.name, strict)
         self.num_rows_in_file = 0
@@ -113,8 +116,7 @@ class LlavaJsonSource:
 
     def _read_rows(self):
         """Yields (label, row); a JSON list must parse as a whole, JSONL line by line."""
-        with open(self.path, encoding="utf-8") as f:
-            text = f.read()
+        text = storage.path(self.path).read_text(encoding="utf-8")
         if not text.strip():
             raise BadInputError(f"{self.path} is empty")
         if text.lstrip().startswith("["):
@@ -160,10 +162,19 @@ class LlavaJsonSource:
             if self.image_root is None:
                 raise ValueError(f"{self.path} has image rows: pass image_root")
             file = os.path.join(self.image_root, image)
-            if check_files and not os.path.isfile(file):
+            if check_files and not self._image_exists(image):
                 self.skipped.skip(MISSING_IMAGE, label, f"no file {file}")
                 return None
         return row_id, image
+
+    def _image_exists(self, image: str) -> bool:
+        """Whether image_root holds `image`; a bucket is listed once (a request per row would
+        take hours on LLaVA-665K), a local folder is asked per file."""
+        if not storage.is_remote(self.image_root):
+            return os.path.isfile(os.path.join(self.image_root, image))
+        if self._remote_images is None:
+            self._remote_images = set(storage.relative_files(self.image_root))
+        return os.path.normpath(image) in self._remote_images
 
 
 def _conversation_problem(turns) -> str | None:
@@ -180,7 +191,10 @@ def _conversation_problem(turns) -> str | None:
 
 
 def load_image(path: str) -> np.ndarray:
-    """u8[H, W, 3]: the whole file decoded (a truncated file raises OSError), as RGB."""
+    """u8[H, W, 3]: the whole file (local or gs://) decoded (a truncated file raises OSError),
+    as RGB."""
+    if storage.is_remote(path):
+        path = io.BytesIO(storage.path(path).read_bytes())
     with Image.open(path) as image:
         image.load()
         return np.asarray(image.convert("RGB"))

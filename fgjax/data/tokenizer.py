@@ -29,6 +29,8 @@ import sentencepiece as spm
 import tokenizers
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
+from fgjax import storage
+
 CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_ROLES = ("bos_token", "eos_token", "pad_token", "unk_token")
 
@@ -152,9 +154,10 @@ def load_tokenizer(path: str, **special_tokens: str | None) -> Tokenizer:
     (tokenizer.json preferred). Special-token roles (bos_token, eos_token, pad_token,
     unk_token) come from keyword arguments, else the tokenizer_config.json beside the file,
     else (sentencepiece) the model itself."""
-    if os.path.isdir(path):
+    path = os.fspath(path)
+    if storage.path(path).is_dir():  # local or gs://
         for name in ("tokenizer.json", "tokenizer.model"):
-            if os.path.exists(os.path.join(path, name)):
+            if (storage.path(path) / name).exists():
                 return load_tokenizer(os.path.join(path, name), **special_tokens)
         raise FileNotFoundError(f"no tokenizer.json or tokenizer.model in {path}")
     unknown = set(special_tokens) - set(SPECIAL_ROLES)
@@ -162,11 +165,9 @@ def load_tokenizer(path: str, **special_tokens: str | None) -> Tokenizer:
         raise TypeError(f"unknown special-token roles {sorted(unknown)}; use {SPECIAL_ROLES}")
     roles = _roles_from_config(os.path.dirname(path)) | special_tokens
     if path.endswith(".json"):
-        with open(path) as f:
-            return HFTokenizer(f.read(), **roles)
+        return HFTokenizer(storage.path(path).read_text(), **roles)
     if path.endswith(".model"):
-        with open(path, "rb") as f:
-            return SentencePieceTokenizer(f.read(), **roles)
+        return SentencePieceTokenizer(storage.path(path).read_bytes(), **roles)
     raise ValueError(f"{path}: expected a tokenizer.json or a sentencepiece .model file")
 
 
@@ -174,10 +175,9 @@ def _roles_from_config(directory: str) -> dict[str, str | None]:
     """Special-token roles from tokenizer_config.json / special_tokens_map.json, if present."""
     roles: dict[str, str | None] = {}
     for name in ("special_tokens_map.json", CONFIG_FILE):  # the latter wins
-        file = os.path.join(directory, name)
-        if os.path.exists(file):
-            with open(file) as f:
-                config = json.load(f)
+        file = storage.path(directory) / name
+        if file.exists():
+            config = json.loads(file.read_text())
             for role in SPECIAL_ROLES:
                 if role in config:
                     value = config[role]

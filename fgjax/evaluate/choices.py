@@ -29,6 +29,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from fgjax import storage
 from fgjax.evaluate import loading, negatives, prompts, protocols
 from fgjax.evaluate.evaluator import Evaluator, process0
 from fgjax.evaluate.generation import generate_texts
@@ -81,7 +82,7 @@ def draw_option_sets(scores, labels, k: int, seed: int) -> tuple[np.ndarray, np.
 def option_file(options_dir, dataset, k: int, seed: int, miner: str) -> Path:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset.name}-{dataset.split}-{len(dataset)}")
     kind = miner.split(":")[0]
-    return Path(options_dir) / f"{slug}-k{k}-seed{seed}-{kind}.json"
+    return storage.path(options_dir) / f"{slug}-k{k}-seed{seed}-{kind}.json"
 
 
 def option_sets(dataset, miner, k: int, seed: int, options_dir) -> OptionSets:
@@ -112,9 +113,7 @@ def option_sets(dataset, miner, k: int, seed: int, options_dir) -> OptionSets:
             "miner": miner.name, "class_names": list(dataset.class_names), "ids": ids,
             "labels": labels.tolist(), "options": options.tolist(), "answers": answers.tolist(),
         }  # fmt: skip
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload))
-        tmp.replace(path)
+        storage.write_atomic(path, json.dumps(payload))
     return OptionSets(options, answers, miner.name, ids)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from fgjax import storage
 from fgjax.data.folders import list_image_folder
 
 
@@ -208,7 +209,7 @@ def _jsonl(spec: dict, want_train: bool) -> ClassificationSet:
     key = "train_path" if want_train else "path"
     if key not in spec:
         raise ValueError(f"JSONL dataset {spec['name']!r} needs {key!r}")
-    path = Path(spec[key])
+    path = storage.path(spec[key])
     rows = read_jsonl_rows(path, required=("image", "label"))
     class_names = spec.get("class_names")
     if class_names is None:
@@ -218,7 +219,7 @@ def _jsonl(spec: dict, want_train: bool) -> ClassificationSet:
         class_names = sorted(names)
     class_names = tuple(class_names)
     index = {n: i for i, n in enumerate(class_names)}
-    root = Path(spec.get("image_root") or path.parent)
+    root = storage.path(spec.get("image_root") or path.parent)
     labels, images, ids = [], [], []
     for number, (where, row) in enumerate(rows):
         label = row["label"]

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 
+from fgjax import storage
 from fgjax.evaluate import inference, prompts, protocols
 from fgjax.evaluate.evaluator import Evaluator
 from fgjax.evaluate.matching import ClassMatcher
@@ -117,7 +117,7 @@ def _score(dataset, texts, protocol, cfg, synonyms, info) -> Result:
 def _synonyms(context, dataset_name: str):
     """{class name: [synonyms]} of config.synonyms[dataset] (a JSON file), or None."""
     path = dict(context.config.get("synonyms") or {}).get(dataset_name)
-    return json.loads(Path(path).read_text()) if path else None
+    return json.loads(storage.path(path).read_text()) if path else None
 
 
 def _open(context, cfg: GenerationConfig, dataset, spec) -> list[Result]:

@@ -19,6 +19,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from fgjax import storage
+
 
 @dataclasses.dataclass
 class Result:
@@ -83,7 +85,7 @@ def write(result: Result, directory: str | Path, writer=None, step: int = 0) -> 
     metric writer when given."""
     if jax.process_index() != 0:
         return
-    directory = Path(directory)
+    directory = storage.path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     summary = {
         "protocol": result.protocol,
@@ -92,13 +94,13 @@ def write(result: Result, directory: str | Path, writer=None, step: int = 0) -> 
         "metrics": result.metrics,
         "info": result.info,
     }
-    (directory / "metrics.json").write_text(json.dumps(summary, indent=2, default=_json))
-    with (directory / "predictions.jsonl").open("w") as f:
-        for record in result.records:
-            f.write(json.dumps(record, default=_json) + "\n")
+    lines = "".join(json.dumps(record, default=_json) + "\n" for record in result.records)
+    storage.write_atomic(directory / "predictions.jsonl", lines)
     if result.correct is not None:
-        (directory / "per_class.json").write_text(json.dumps(result.per_class(), indent=2))
-        (directory / "confusion.json").write_text(json.dumps(result.confusions(), indent=2))
+        storage.write_atomic(directory / "per_class.json", json.dumps(result.per_class(), indent=2))
+        storage.write_atomic(directory / "confusion.json", json.dumps(result.confusions(), indent=2))
+    # last: a result directory with metrics.json is complete
+    storage.write_atomic(directory / "metrics.json", json.dumps(summary, indent=2, default=_json))
     if writer is not None:
         prefix = f"{result.dataset}/{result.protocol}"
         writer.write_scalars(step, {f"{prefix}/{k}": float(v) for k, v in scalars(result.metrics)})

@@ -34,7 +34,7 @@ from pathlib import Path
 import jax
 from clu import metric_writers
 
-from fgjax import distributed, rundir, sharding
+from fgjax import distributed, rundir, sharding, storage
 from fgjax.console import setup_python_logging
 from fgjax.data.conversation import ConversationEncoder
 from fgjax.evaluate import datasets, loading, prompts, protocols, report, schema
@@ -85,7 +85,7 @@ def evaluate(config, workdir: str) -> dict:
     distributed.initialize()
     setup_python_logging()
     config = schema.resolve(config)  # a checked copy with every default: the caller's is kept
-    workdir = Path(workdir).absolute()
+    workdir = storage.path(workdir)  # a local directory or gs://
     workdir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
         rundir.write_configs(workdir, config)
@@ -106,8 +106,10 @@ def evaluate(config, workdir: str) -> dict:
     )  # fmt: skip
     tuned = tuned_prompt(loaded.recorded)
     del loaded  # the evaluator holds the placed parameters
+    # TensorBoard writes through TensorFlow's file system: to a bucket via a local mirror
+    mirror = storage.Mirror(workdir) if storage.is_remote(workdir) else None
     writer = metric_writers.create_default_writer(
-        str(workdir), just_logging=jax.process_index() > 0
+        str(mirror.local if mirror else workdir), just_logging=jax.process_index() > 0
     )
     wanted_protocols = {
         k: with_run_prompt(k, dict(v or {}), tuned)
@@ -160,6 +162,9 @@ def evaluate(config, workdir: str) -> dict:
                 continue
             finish(group, name, chosen[name].run(context, cfg, group, source))
     writer.close()
+    if mirror is not None:
+        mirror.sync()
+        mirror.remove()
     return summary
 
 
@@ -180,7 +185,7 @@ def _is_done(directory: Path, protocol: str) -> bool:
 def _mark_done(directory: Path, protocol: str, results: list[str]) -> None:
     if jax.process_index() == 0:
         directory.mkdir(parents=True, exist_ok=True)
-        _done_file(directory, protocol).write_text(json.dumps(results))
+        storage.write_atomic(_done_file(directory, protocol), json.dumps(results))
 
 
 def _read_summary(workdir: Path) -> dict:
@@ -190,4 +195,4 @@ def _read_summary(workdir: Path) -> dict:
 
 def _write_summary(workdir: Path, summary: dict) -> None:
     if jax.process_index() == 0:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+        storage.write_atomic(workdir / "summary.json", json.dumps(summary, indent=2))

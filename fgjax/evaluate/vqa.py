@@ -24,10 +24,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
+from fgjax import storage
 from fgjax.evaluate import prompts, protocols
 from fgjax.evaluate.choices import answer_choices
 from fgjax.evaluate.datasets import LazyImage, check_rows, read_jsonl_rows
@@ -47,8 +47,8 @@ class QAConfig:
 
 
 def read_jsonl(spec: dict) -> list[dict]:
-    path = Path(spec["path"])
-    root = Path(spec.get("image_root") or path.parent)
+    path = storage.path(spec["path"])
+    root = storage.path(spec.get("image_root") or path.parent)
     questions = []
     rows = read_jsonl_rows(path, required=("image", "question"))
     for where, row in rows:

@@ -19,12 +19,13 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import ml_collections
 import numpy as np
 
-from fgjax import native
+from fgjax import native, storage
 from fgjax.data.conversation import ConversationEncoder
 from fgjax.data.tokenizer import tokenizer_for
 from fgjax.hf import config_export, processor_files, writer
@@ -89,6 +90,8 @@ def _fresh_directory(out: Path, overwrite: bool) -> Path:
                 f"{out} exists and does not look like an earlier export (no config.json or "
                 f"{native.META}); refusing to replace it, choose another output directory"
             )
+    if storage.is_remote(out):  # written locally, then uploaded with its markers last
+        return Path(tempfile.mkdtemp(prefix="fgjax-export-"))
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = out.with_name(f".{out.name}.export-tmp-{os.getpid()}")
     shutil.rmtree(temp, ignore_errors=True)
@@ -103,7 +106,7 @@ def _tokenizer_and_template(run: Run, tokenizer_path: str | None):
     if tokenizer_path:
         data.tokenizer = tokenizer_path
     path = data.get("tokenizer")
-    if not path or not os.path.exists(path):
+    if not path or not storage.path(path).exists():
         raise RunError(
             f"the run's tokenizer config.data.tokenizer={path!r} is not there; pass "
             "tokenizer=... (--tokenizer=PATH) with the tokenizer the run trained with"
@@ -214,7 +217,7 @@ def export_run(
     params, source = run.params(step)
     has_tokenizer = isinstance(run.model_cfg, (VLMConfig, DecoderConfig))
     tokenizer = _tokenizer_and_template(run, tokenizer) if has_tokenizer else None
-    out = Path(out)
+    out = storage.path(out)
     temp = _fresh_directory(out, overwrite)
     try:
         if format == "native" or reason:
@@ -222,9 +225,14 @@ def export_run(
             architecture = None
         else:
             architecture = _write_hf(run, params, temp, dtype, max_shard_bytes, tokenizer)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(temp, out)
+        if storage.is_remote(out):  # an object store has no rename: config.json commits it
+            if out.exists():
+                out.rmtree()
+            storage.upload_tree(temp, out, last=("config.json", native.META))
+        else:
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(temp, out)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     if reason:

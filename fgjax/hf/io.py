@@ -15,6 +15,8 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from fgjax import storage
+
 INDEX_NAME = "model.safetensors.index.json"
 
 
@@ -23,6 +25,12 @@ class CheckpointError(ValueError):
 
 
 def check_directory(path) -> str:
+    """`path` (local or gs://, then copied to a local cache once: safetensors memory-maps its
+    files) as a local directory name, checked to exist."""
+    if storage.is_remote(path):
+        if not storage.path(path).is_dir():
+            raise CheckpointError(f"{path!r} does not exist; pass a Hugging Face model directory")
+        path = storage.local_copy(path)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"{path!r} does not exist; pass a Hugging Face model directory")

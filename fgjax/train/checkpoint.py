@@ -29,6 +29,7 @@ import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
 
 from fgjax import distributed, integrity, storage
@@ -60,7 +61,7 @@ class Checkpointer:
                 f"checkpoint keep={keep!r} must be an integer >= 1 (None keeps every checkpoint): "
                 "with none kept, a stopped run cannot resume"
             )
-        self.directory = Path(directory).absolute()
+        self.directory = storage.path(directory)
         self.every_steps = every_steps
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
@@ -80,7 +81,7 @@ class Checkpointer:
         self._closed = False
 
     @property
-    def unreadable_directory(self) -> Path:
+    def unreadable_directory(self) -> epath.Path:
         """Where unreadable checkpoints are moved."""
         return self.directory.with_name(self.directory.name + ".unreadable")
 
@@ -241,11 +242,10 @@ class Checkpointer:
 
     def _move_aside(self, step: int) -> None:
         if jax.process_index() == 0:
-            self.unreadable_directory.mkdir(parents=True, exist_ok=True)
             target, copy = self.unreadable_directory / str(step), 1
             while target.exists():
                 target, copy = self.unreadable_directory / f"{step}.{copy}", copy + 1
-            (self.directory / str(step)).rename(target)
+            storage.move(self.directory / str(step), target)
             logging.warning("moved the unreadable checkpoint %d to %s (delete it once inspected)",
                             step, target)  # fmt: skip
         multihost_utils.sync_global_devices(f"fgjax: checkpoint {step} moved aside")

@@ -1,5 +1,11 @@
 """The one place that talks to clu: metric writers (TensorBoard + console) and periodic
-progress/profiling actions. Swap clu out here if needed."""
+progress/profiling actions. Swap clu out here if needed.
+
+A workdir in a bucket (gs://): TensorBoard's writer and the profiler write through
+TensorFlow's and the profiler's own file systems, and metrics.jsonl is appended to, which an
+object store cannot do; so they are written to a local staging directory and mirrored to the
+workdir (every file whose size changed) at each logged step and at the end.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from pathlib import Path
 
 import jax
 from clu import metric_writers, periodic_actions
+
+from fgjax import storage
 
 
 class Logger:
@@ -23,8 +31,14 @@ class Logger:
         start_step: int = 0,
         profile_steps: tuple[int, int] | None = None,
     ):
+        self.mirror = None
+        if storage.is_remote(workdir):
+            self.mirror = storage.Mirror(workdir)
+            local = str(self.mirror.local)
+        else:
+            local = workdir
         self.writer = metric_writers.create_default_writer(
-            workdir, just_logging=jax.process_index() > 0, asynchronous=True
+            local, just_logging=jax.process_index() > 0, asynchronous=True
         )
         self.progress = periodic_actions.ReportProgress(
             num_train_steps=total_steps, writer=self.writer
@@ -33,10 +47,10 @@ class Logger:
         if profile_steps:
             first, count = profile_steps
             self.profile = periodic_actions.Profile(
-                logdir=workdir, first_profile=first, num_profile_steps=count
+                logdir=local, first_profile=first, num_profile_steps=count
             )
         self.total_steps = total_steps
-        self.jsonl = Path(workdir) / "metrics.jsonl" if jax.process_index() == 0 else None
+        self.jsonl = Path(local) / "metrics.jsonl" if jax.process_index() == 0 else None
         if self.jsonl is not None and self.jsonl.exists():
             _drop_steps_after(self.jsonl, start_step)
 
@@ -52,10 +66,16 @@ class Logger:
         if self.jsonl is not None:
             with self.jsonl.open("a") as f:
                 f.write(json.dumps({"step": step, **values}) + "\n")
+        if self.mirror is not None:
+            self.writer.flush()
+            self.mirror.sync()
 
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
+        if self.mirror is not None:
+            self.mirror.sync()
+            self.mirror.remove()
 
     def __enter__(self) -> Logger:
         return self

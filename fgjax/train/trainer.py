@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-from fgjax import distributed, native, rundir, trees
+from fgjax import distributed, native, rundir, storage, trees
 from fgjax.console import setup_python_logging
 from fgjax.data import pipeline
 from fgjax.data.tokenizer import tokenizer_for
@@ -39,7 +38,7 @@ def train(config, workdir: str) -> dict:
     setup_python_logging()
     config = schema.resolve(config)  # a checked copy with every default: the caller's is kept
     rundir.absolute_paths(config)  # what config.json records works from any directory
-    workdir = Path(workdir).absolute()
+    workdir = storage.path(workdir)  # a local directory or gs://
     workdir.mkdir(parents=True, exist_ok=True)
     task_name = config.get("task", "vlm")
     is_vlm = task_name == "vlm"
