@@ -78,11 +78,14 @@ def group(doc: str, **fields: Field) -> Field:
     return Field(dict(fields), doc)
 
 
-def resolve(config, fields: dict[str, Field], what: str) -> ml_collections.ConfigDict:
+def resolve(
+    config, fields: dict[str, Field], what: str, where: str = "config"
+) -> ml_collections.ConfigDict:
     """A copy of `config` checked against `fields`, with every default filled in: a key that is
-    not a field is an error naming the closest one; `config` itself is never changed."""
+    not a field is an error naming the closest one (and `where` it is, e.g. a list entry's
+    "config.eval.evaluators[0]"); `config` itself is never changed."""
     values = config.to_dict() if hasattr(config, "to_dict") else copy.deepcopy(dict(config))
-    return ml_collections.ConfigDict(_resolve(values, fields, "config", what))
+    return ml_collections.ConfigDict(_resolve(values, fields, where, what))
 
 
 def _resolve(values: dict, fields: dict[str, Field], where: str, what: str) -> dict:

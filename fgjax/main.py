@@ -22,9 +22,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 def run(config, workdir: str):
     job = config.get("job", "train")
     if job == "train":
+        from fgjax.evaluate import during_training
         from fgjax.train import trainer
 
-        return trainer.train(config, workdir)
+        # config.eval.evaluators, checked before training starts (fgjax.train cannot build them)
+        return trainer.train(config, workdir, evaluators=during_training.build(config))
     if job == "eval":
         from fgjax.evaluate import runner
 

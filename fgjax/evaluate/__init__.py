@@ -16,7 +16,8 @@ From Python:
 Modules: inference (the jitted model functions: shared-prefix scoring, greedy decoding,
 letter probabilities, features), loop (sharded passes over datasets, exactly once), prompts,
 matching, likelihood, choices + negatives (K-way multiple choice), generation (open/closed
-world), vqa (general questions), probe (linear probes), datasets, report, loading, runner.
+world), vqa (general questions), probe (linear probes), datasets, report, loading, runner,
+during_training (the protocols of a config, run on a training run's current parameters).
 """
 
 from fgjax.evaluate.evaluator import DatasetRunner, Evaluator

@@ -5,6 +5,9 @@ error naming the closest field, and the result is a copy with every default fill
 caller's config is kept), which the evaluation records in its config.json. The options of
 each protocol are its options dataclass (protocols.py); dataset specs are checked by
 datasets.from_spec.
+
+DURING_TRAINING declares an evaluator of a training run (config.eval.evaluators,
+during_training.py): a name and the fields above less those the run fixes (RUN_FIXED).
 """
 
 from __future__ import annotations
@@ -37,3 +40,15 @@ FIELDS: dict[str, Field] = {
 def resolve(config) -> ml_collections.ConfigDict:
     """A checked copy of `config` with every default filled in."""
     return _resolve_fields(config, FIELDS, "evaluation config")
+
+
+RUN_FIXED = ("job", "model", "tokenizer", "mesh", "overwrite")  # the training run's own
+DURING_TRAINING: dict[str, Field] = {
+    "name": F(REQUIRED, "names its metrics: eval/<name>/<dataset>/<result>/<metric>"),
+    **{key: field for key, field in FIELDS.items() if key not in RUN_FIXED},
+}
+
+
+def resolve_during_training(entry, where: str) -> ml_collections.ConfigDict:
+    """A checked copy of one config.eval.evaluators entry (`where` names it in errors)."""
+    return _resolve_fields(entry, DURING_TRAINING, "evaluator", where)

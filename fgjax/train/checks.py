@@ -52,6 +52,15 @@ def training_values(config, groups: Iterable[str]) -> None:
                 f"[1, num_steps={num_steps}) (the final parameters are always exported)"
             )
     optim(config.get("optim") or {}, list(groups))
+    evaluation(config.get("eval") or {})
+
+
+def evaluation(eval_cfg) -> None:
+    """config.eval's numbers (what it names is checked where it is built: train/evaluation.py)."""
+    if eval_cfg.get("every_steps") is not None:
+        _integer("eval.every_steps", eval_cfg["every_steps"], 1, " (or None: never)")
+    if eval_cfg.get("batch_size") is not None:
+        _integer("eval.batch_size", eval_cfg["batch_size"], 1, " (or None: the micro-batch)")
 
 
 def optim(optim_cfg, groups: list[str]) -> None:

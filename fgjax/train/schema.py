@@ -80,6 +80,13 @@ FIELDS: dict[str, Field] = {
         asynchronous=F(True, "save in the background"),
     ),
     "log_every": F(10, "log metrics every N steps"),
+    "eval": group(
+        "evaluation during training, logged as eval/* (train/evaluation.py)",
+        every_steps=F(None, "evaluate at steps N, 2N, ... and the last; None: never"),
+        held_out=F([], "source specs (as data.sources): their loss is eval/held_out_loss"),
+        batch_size=F(None, "global rows per held-out batch; None: batch_size // grad_accum"),
+        evaluators=F([], "evaluation configs run on the parameters (evaluate/during_training.py)"),
+    ),
     "export_steps": F((), "also export the parameters at these steps"),
     "profile_steps": F(None, "(first, count): capture a profile of those steps"),
     "peak_flops_per_device": F(None, "for MFU where the device kind is not known"),

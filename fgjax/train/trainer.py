@@ -5,12 +5,17 @@
 Rerunning the same command resumes from the newest readable checkpoint in DIR. A failing run
 (an exception, a non-finite step, a full disk) finishes or abandons its checkpoint save in
 flight before it raises, so the checkpoints left are complete and hold finite values.
+
+config.eval evaluates the current parameters every N steps and at the end, after that step's
+checkpoint: the held-out loss and any configured evaluator (multiple choice on a small split,
+...), logged as eval/* (train/evaluation.py); it does not change what the run trains.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +28,7 @@ from fgjax.models import presets
 from fgjax.models.partitioning import activation_sharding
 from fgjax.train import checkpoint, experiment, flops, init, optim, preemption, schema
 from fgjax.train import inputs as train_inputs
+from fgjax.train.evaluation import Evaluations, EvaluatorFactory
 from fgjax.train.metrics import Logger
 from fgjax.train.step import TrainState
 
@@ -31,8 +37,9 @@ class NonFiniteError(RuntimeError):
     """The loss, gradient or updated parameters became NaN/inf; the last checkpoint is intact."""
 
 
-def train(config, workdir: str) -> dict:
-    """Trains per `config` in `workdir`; returns the last logged metrics."""
+def train(config, workdir: str, evaluators: Sequence[EvaluatorFactory] = ()) -> dict:
+    """Trains per `config` in `workdir`; returns the last logged metrics. `evaluators` run
+    with config.eval (train/evaluation.py; fgjax.main builds config.eval.evaluators)."""
     # ---------------------------------------------------------------- start-up, logging
     distributed.initialize()
     setup_python_logging()
@@ -70,6 +77,7 @@ def train(config, workdir: str) -> dict:
         config, exp.model_cfg, tokenizer, pipeline.HostShard.current()
     )
     data_iter = iter(train_ds)
+    evaluations = Evaluations(config, exp, tokenizer, workdir, evaluators)  # checks, no compile
 
     # ---------------------------------------------------------------- resume, or initialize
     ckpt = checkpoint.Checkpointer(
@@ -143,6 +151,10 @@ def train(config, workdir: str) -> dict:
             if preempted and step + 1 < total:
                 preempted_at = step + 1
                 break
+            if evaluations.due(step + 1):  # after its checkpoint is saved; never on preemption
+                params = trees.merge(state.trainable, frozen)
+                metrics = {**metrics, **evaluations(step + 1, params, logger)}
+                since += metrics["eval/seconds"]  # logged step times leave evaluation out
     if preempted_at is not None:  # the checkpoint is written whole (the `with` waited for it)
         logging.warning("preempted at step %d of %d: checkpoint saved", preempted_at, total)
         raise preemption.Preempted(preempted_at)
