@@ -8,6 +8,12 @@ the same examples per step as a 1-process run, and no example is dropped or repe
 within an epoch. The iterator state (grain's `get_state()`) goes into training checkpoints, so
 a resumed run continues with exactly the batches it would have seen.
 
+Packed training stream (`packing`, data/packing.py). Each process packs its own elements
+(p, p + P, ...) into rows, in order, so still no example is dropped or repeated within an
+epoch and a resumed run sees the same rows; but a row holds a variable number of examples,
+so step k's examples depend on the number of processes (a P-process run is not the
+1-process run's batches split P ways).
+
 Evaluation. Process p reads examples p, p + P, ...; every process yields the same number of
 batches, padded with copies of a real example whose `valid` flag is False, so every example is
 evaluated exactly once across hosts and no host waits on another.
@@ -24,6 +30,8 @@ from typing import Any
 import grain
 import jax
 import numpy as np
+
+from fgjax.data.packing import Packing
 
 Example = dict[str, Any]
 Transform = Callable[[Any], Example | None]
@@ -60,6 +68,7 @@ def training_dataset(
     num_epochs: int | None = None,
     shard: HostShard | None = None,
     num_threads: int | None = None,
+    packing: Packing | None = None,
 ) -> grain.IterDataset:
     """Batched training examples for this process.
 
@@ -71,6 +80,8 @@ def training_dataset(
       CPU cores, 1 to 16: grain's default of 16 threads takes most of a 2-core machine from the
       training step -- 4x slower batches in fgjax's benchmark -- while a TPU host has cores
       to spare).
+    packing: pack the (unpadded) examples into rows, `packing.bins` at once (None: the local
+      batch); see the module docstring.
     Yields dicts of arrays with a leading local batch axis global_batch_size // P.
     """
     shard = shard or HostShard.current()
@@ -86,6 +97,8 @@ def training_dataset(
         num_threads = min(16, max(1, (os.cpu_count() or 1) // 4))
     options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch)
     ds = ds.to_iter_dataset(options).filter(lambda ex: ex is not None)
+    if packing is not None:
+        ds = packing.rows(ds, bins=batch, seed=seed)
     return ds.batch(batch, drop_remainder=True)
 
 

@@ -18,6 +18,7 @@ from fgjax.models.config import FusedVitConfig, VLMConfig
 from fgjax.models.contrastive import ContrastiveConfig
 from fgjax.models.partitioning import DEFAULT_RULES, activation_sharding
 from fgjax.train import checks, optim, schema, tasks
+from fgjax.train import inputs as train_inputs
 from fgjax.train.step import TrainState, make_train_step
 
 
@@ -61,13 +62,20 @@ class Experiment:
 
     def abstract_batch(self) -> dict:
         """The global batch as ShapeDtypeStructs: tokens i32[B, T], loss_mask and input_mask
-        bool[B, T], and for a VLM images f32[B, S, S, 3] (a tuple per tower when fused)."""
+        bool[B, T], and for a VLM images f32[B, S, S, 3] (a tuple per tower when fused).
+        Packed (config.data.packing): segment_ids and positions i32[B, T] too, and images
+        f32[B, M, S, S, 3] with M image slots per row."""
         batch, length = int(self.config.batch_size), int(self.config.data.max_length)
         spec = {
             "tokens": jax.ShapeDtypeStruct((batch, length), jnp.int32),
             "loss_mask": jax.ShapeDtypeStruct((batch, length), bool),
             "input_mask": jax.ShapeDtypeStruct((batch, length), bool),
         }
+        packing = train_inputs.packing_of(self.config, self.model_cfg)
+        if packing is not None:
+            spec["segment_ids"] = jax.ShapeDtypeStruct((batch, length), jnp.int32)
+            spec["positions"] = jax.ShapeDtypeStruct((batch, length), jnp.int32)
+        slots = (packing.max_images,) if packing is not None else ()
         if isinstance(self.model_cfg, ContrastiveConfig):
             res = self.model_cfg.image.resolution
             return jax.tree.map(lambda s: _with_sharding(s, self.batch_sharding), {
@@ -79,7 +87,7 @@ class Experiment:
             enc = self.model_cfg.encoder
             towers = enc.towers if isinstance(enc, FusedVitConfig) else (enc,)
             images = tuple(
-                jax.ShapeDtypeStruct((batch, t.resolution, t.resolution, 3), jnp.float32)
+                jax.ShapeDtypeStruct((batch, *slots, t.resolution, t.resolution, 3), jnp.float32)
                 for t in towers
             )
             spec["images"] = images if isinstance(enc, FusedVitConfig) else images[0]
@@ -111,6 +119,7 @@ def build(config, devices=None) -> Experiment:
     checks.batch_fits_mesh(config, mesh)
     rules = tuple(tuple(r) for r in (config.get("sharding_rules", None) or DEFAULT_RULES))
     model_cfg = task.model_config(config)
+    train_inputs.packing_of(config, model_cfg)  # raises on a packing that cannot work
 
     graphdef, abstract_state = nnx.split(models.abstract(model_cfg))
     abstract_params = nnx.to_pure_dict(abstract_state)

@@ -7,11 +7,14 @@ config.data:
   tokenizer a tokenizer.json / sentencepiece file or directory
   template  prompt template name ("plain", "vicuna_v1", ...)
   max_length, preprocess (image mode, None for the tower's default), strict (bad rows raise)
+  packing   {enabled, max_images_per_row, bins, strategy}: several examples per row (packing_of)
 
 Records are {"image": u8[H, W, 3] | None, "conversations": [...]} (LLaVA turns) or
 {"text": str} (plain text, for language-model training). Examples are
 tokens i32[T], loss_mask bool[T], input_mask bool[T] and, for a VLM, images f32[S, S, 3]
-(a tuple per tower for a fused encoder; zeros for text-only rows, never read).
+(a tuple per tower for a fused encoder; zeros for text-only rows, never read). Packed, the
+transform leaves them unpadded (images f32[n, S, S, 3], n = 0 or 1) and grain packs them into
+rows (fgjax/data/packing.py: Packing).
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from fgjax.data import pipeline
 from fgjax.data.conversation import ConversationEncoder, SampleError
 from fgjax.data.folder_source import FolderSource
 from fgjax.data.llava_json import LlavaJsonSource
+from fgjax.data.packing import STRATEGIES, Packing
 from fgjax.data.skips import BadInputError, SkipCounter, SkipGuard
 from fgjax.data.specimens_source import SpecimensSource
 from fgjax.data.templates import get_template
 from fgjax.data.tokenizer import Tokenizer
-from fgjax.models.config import DecoderConfig, VLMConfig
+from fgjax.models.config import DecoderConfig, FusedVitConfig, VLMConfig
 
 # name -> function(spec) returning a random-access source of records
 SOURCES: dict[str, Callable] = {
@@ -117,7 +121,8 @@ class SkippingTransform:
 
 class ConversationTransform(SkippingTransform):
     """Record -> example for a VLM (or a decoder, when `preprocess` is None). A record that
-    cannot be encoded (say, its first reply beyond max_length) is skipped."""
+    cannot be encoded (say, its first reply beyond max_length) is skipped. `packed`: the
+    example is left unpadded for packing (see the module docstring)."""
 
     def __init__(
         self,
@@ -125,6 +130,7 @@ class ConversationTransform(SkippingTransform):
         max_length: int,
         pad_id: int,
         preprocess=None,
+        packed: bool = False,
     ):
         super().__init__()
         self.encoder, self.max_length, self.pad_id, self.preprocess = (
@@ -133,6 +139,7 @@ class ConversationTransform(SkippingTransform):
             pad_id,
             preprocess,
         )
+        self.packed = packed
 
     def __call__(self, record):
         if record is None or record is SKIPPED_BY_SOURCE:
@@ -148,11 +155,14 @@ class ConversationTransform(SkippingTransform):
         except SampleError as error:
             return self._skip(record, UNENCODABLE, str(error))
         self.guard.kept()
-        example = {
-            "tokens": pad_to(tokens, self.max_length, self.pad_id),
-            "loss_mask": pad_to(loss_mask, self.max_length, False),
-            "input_mask": pad_to(np.ones(len(tokens), bool), self.max_length, False),
-        }
+        if self.packed:
+            example = {"tokens": tokens, "loss_mask": loss_mask}
+        else:
+            example = {
+                "tokens": pad_to(tokens, self.max_length, self.pad_id),
+                "loss_mask": pad_to(loss_mask, self.max_length, False),
+                "input_mask": pad_to(np.ones(len(tokens), bool), self.max_length, False),
+            }
         if self.preprocess is not None:
             example["images"] = self._image(record.get("image"))
         return example
@@ -170,6 +180,8 @@ class ConversationTransform(SkippingTransform):
             arrays = tuple(np.zeros((c.size, c.size, 3), np.float32) for c in configs)
         else:
             arrays = image_ops.preprocess(image, configs)
+        if self.packed:  # n = 0 or 1 images, packed along the first axis
+            arrays = tuple(a[None] if image is not None else a[None][:0] for a in arrays)
         return arrays if isinstance(self.preprocess, tuple) else arrays[0]
 
 
@@ -205,6 +217,7 @@ def make_transform(config, model_cfg, tokenizer: Tokenizer):
     if template is not None and "system" in data_cfg:
         template = template.with_system(data_cfg.system)
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+    packed = packing_of(config, model_cfg) is not None
     if isinstance(model_cfg, VLMConfig):
         encoder = ConversationEncoder.for_model(
             tokenizer, template, model_cfg, max_length=max_length
@@ -213,14 +226,47 @@ def make_transform(config, model_cfg, tokenizer: Tokenizer):
             model_cfg.encoder, mode=data_cfg.get("preprocess")
         )
         preprocess = tuple(preprocess) if isinstance(preprocess, (list, tuple)) else preprocess
-        return ConversationTransform(encoder, max_length, pad_id, preprocess)
+        return ConversationTransform(encoder, max_length, pad_id, preprocess, packed)
     if isinstance(model_cfg, DecoderConfig):  # text only: images never occur
         encoder = ConversationEncoder(
             tokenizer, template, num_image_tokens=1, max_length=max_length
         )
-        return ConversationTransform(encoder, max_length, pad_id, None)
+        return ConversationTransform(encoder, max_length, pad_id, None, packed)
     preprocess = image_ops.preprocess_config_for(model_cfg.image, mode=data_cfg.get("preprocess"))
     return CaptionTransform(tokenizer, max_length, preprocess)
+
+
+def packing_of(config, model_cfg, pad_id: int = 0) -> Packing | None:
+    """config.data.packing as a Packing, or None when it is off; raises on a value that cannot
+    work (before anything compiles: experiment.build calls it too)."""
+    spec = config.data.get("packing") or {}
+    if not spec.get("enabled"):
+        return None
+    where = "config.data.packing"
+    if not isinstance(model_cfg, (VLMConfig, DecoderConfig)):
+        raise ValueError(
+            f"{where}.enabled packs next-token rows (tasks vlm and lm); set it to False for "
+            f"task {config.get('task')!r}"
+        )
+    length, max_images, towers = int(config.data.max_length), 0, 0
+    if isinstance(model_cfg, VLMConfig):
+        max_images = spec.get("max_images_per_row")
+        if max_images is None:  # as many images as the row has room for
+            max_images = length // model_cfg.num_image_tokens
+        if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+            raise ValueError(
+                f"{where}.max_images_per_row={max_images!r} must be an integer >= 1 (None: "
+                f"max_length // the {model_cfg.num_image_tokens} image tokens; raise max_length)"
+            )
+        if isinstance(model_cfg.encoder, FusedVitConfig):
+            towers = len(model_cfg.encoder.towers)
+    bins = spec.get("bins")
+    if bins is not None and (isinstance(bins, bool) or not isinstance(bins, int) or bins < 1):
+        raise ValueError(f"{where}.bins={bins!r} must be an integer >= 1, or None: the batch")
+    strategy = spec.get("strategy", "first_fit")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"{where}.strategy={strategy!r}; use one of {sorted(STRATEGIES)}")
+    return Packing(length, max_images, towers, bins, strategy, pad_id)
 
 
 def data_report(transform, specs, sources) -> dict:
@@ -254,5 +300,6 @@ def train_dataset(config, model_cfg, tokenizer: Tokenizer, shard: pipeline.HostS
         weights=weights,
         shard=shard,
         num_threads=config.data.get("num_threads"),  # None: the pipeline's default
+        packing=packing_of(config, model_cfg, getattr(transform, "pad_id", 0)),
     )
     return ds, transform, sources

@@ -52,6 +52,13 @@ FIELDS: dict[str, Field] = {
         max_length=F(REQUIRED, "tokens per row"),
         preprocess=F(None, "image preprocessing mode; None: the encoder's default"),
         num_threads=F(None, "input pipeline threads; None: the pipeline's default"),
+        packing=group(
+            "several conversations per row of max_length (tasks vlm and lm; data/packing.py)",
+            enabled=F(False, "pack the examples into rows (segment ids, restarting positions)"),
+            max_images_per_row=F(None, "VLM image slots per row; None: max_length // image tokens"),
+            bins=F(None, "rows filled at once (grain's num_packing_bins); None: the batch"),
+            strategy=F("first_fit", "first_fit | best_fit (grain's packers)"),
+        ),
     ),
     "batch_size": F(REQUIRED, "global batch (rows per step, over all devices)"),
     "grad_accum": F(1, "micro-batches per step"),

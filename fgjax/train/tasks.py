@@ -3,7 +3,8 @@
 - "vlm": next-token loss of a VLM on image-text conversations (LLaVA stages 1 and 2).
 - "lm":  next-token loss of a decoder alone on text.
 A loss returns sums (per-token loss sum, loss-token count, extra metric sums) so that the
-step can normalize by the token count of the whole global batch.
+step can normalize by the token count of the whole global batch. Packed rows (segment_ids and
+positions in the batch, config.data.packing) attend within each sample only.
 """
 
 from __future__ import annotations
@@ -60,14 +61,31 @@ def loss_position_loss(last_hidden, head, tokens, loss_mask, per_row: int):
 
 def _loss(decoder, out, batch, per_row):
     """(sum, count, extras) of a decoder's output: the LM head at every position (its logits
-    are in `out`) or at the loss positions only; extras count the input tokens too."""
+    are in `out`) or at the loss positions only; extras count the input tokens, samples, rows
+    and row slots too (how full the rows are)."""
     if per_row is None:
         total, count, extra = next_token_loss(out.logits, batch["tokens"], batch["loss_mask"])
     else:
         total, count, extra = loss_position_loss(
             out.last_hidden, decoder.logits, batch["tokens"], batch["loss_mask"], int(per_row)
         )
-    return total, count, {**extra, "input_tokens": batch["input_mask"].sum().astype(jnp.float32)}
+    return total, count, {**extra, **row_use(batch)}
+
+
+def row_use(batch: dict) -> dict:
+    """Sums of real tokens (input_tokens), samples, rows and row slots (rows x length) of a
+    batch: input_tokens / row_slots is the packing efficiency."""
+    mask = batch["input_mask"]
+    if "segment_ids" in batch:  # packed: segments are numbered 1, 2, ... in each row
+        samples = batch["segment_ids"].max(axis=1).sum()
+    else:
+        samples = mask.any(axis=1).sum()
+    return {
+        "input_tokens": mask.sum().astype(jnp.float32),
+        "samples": samples.astype(jnp.float32),
+        "rows": jnp.asarray(mask.shape[0], jnp.float32),
+        "row_slots": jnp.asarray(mask.size, jnp.float32),
+    }
 
 
 def decoder_inputs(batch: dict) -> dict:

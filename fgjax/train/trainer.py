@@ -234,6 +234,11 @@ def _flush(pending, logger, schedules, since, since_step, step_flops, peak, num_
         "tokens_per_sec": float(m["input_tokens"]) / seconds,
         "achieved_tflops_per_device": step_flops / seconds / num_devices / 1e12,
     }
+    if "samples" in m:  # how full the rows were since the last log (config.data.packing)
+        keys = ("input_tokens", "row_slots", "samples", "rows")
+        total = {k: sum(float(h[k]) for _, h in host) for k in keys}
+        out["packing_efficiency"] = total["input_tokens"] / total["row_slots"]
+        out["samples_per_row"] = total["samples"] / total["rows"]
     for group, schedule in schedules.items():
         out[f"lr/{group}"] = float(schedule(step - 1))
     if peak:
