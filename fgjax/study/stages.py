@@ -107,7 +107,8 @@ class Paths:
 
 
 def _train(
-    seed: int, steps: int, batch: int, lr: float, warmup: int, checkpoint_every: int
+    seed: int, steps: int, batch: int, lr: float, warmup: int, checkpoint_every: int,
+    steps_per_call: int = 1,
 ) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.job, c.seed = "train", seed
@@ -122,6 +123,7 @@ def _train(
     c.mesh = {"data": -1}
     c.checkpoint = dict(every_steps=checkpoint_every, keep=1, asynchronous=True)
     c.log_every = max(steps // 4, 1)
+    c.steps_per_call = steps_per_call
     return c
 
 
@@ -138,7 +140,8 @@ def _specimens(study, kind: str, **extra) -> dict:
 
 def _contrastive(study, p: Paths, name: str, stage: str, steps: int, source: dict) -> Unit:
     e = study.encoder
-    c = _train(study.component_seed, steps, e.batch_size, e.lr, 50, study.checkpoint_every)
+    c = _train(study.component_seed, steps, e.batch_size, e.lr, 50, study.checkpoint_every,
+               study.get("steps_per_call", 1))
     c.task, c.stage = "contrastive", None
     c.trainable = {"image": True, "text": True, "heads": True}
     c.model = dict(
@@ -180,7 +183,8 @@ def llm_runs(study, p: Paths) -> list[Unit]:
     m, units = study.llm, []
     for level in LEVELS["llm"]:
         own = m[level]
-        c = _train(study.component_seed, own.steps, m.batch_size, m.lr, 30, study.checkpoint_every)
+        c = _train(study.component_seed, own.steps, m.batch_size, m.lr, 30,
+                   study.checkpoint_every, study.get("steps_per_call", 1))
         c.task, c.stage = "lm", None
         c.trainable = {"decoder": True}
         c.model = dict(decoder=m.preset, decoder_overrides={**dict(m.overrides), "vocab_size": p.vocab})
@@ -223,7 +227,8 @@ def _components(p: Paths, arm: Arm) -> dict:
 
 def align_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
     a = study.align
-    c = _train(seed, a.steps, a.batch_size, a.lr, 20, study.checkpoint_every)
+    c = _train(seed, a.steps, a.batch_size, a.lr, 20, study.checkpoint_every,
+               study.get("steps_per_call", 1))
     c.task = "vlm"
     c.stage = "align" if arm.pretrain == "frozen" else "align_llm"
     c.loss_tokens_per_row = a.loss_tokens_per_row
@@ -241,7 +246,8 @@ def align_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
 
 def finetune_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
     f = study.finetune
-    c = _train(seed, f.steps, f.batch_size, f.lr, 20, study.checkpoint_every)
+    c = _train(seed, f.steps, f.batch_size, f.lr, 20, study.checkpoint_every,
+               study.get("steps_per_call", 1))
     c.task, c.stage = "vlm", "finetune"
     c.loss_tokens_per_row = f.loss_tokens_per_row
     c.model = _vlm_model(study, p)

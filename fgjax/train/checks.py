@@ -36,6 +36,7 @@ def training_values(config, groups: Iterable[str]) -> None:
     _integer("batch_size", config.get("batch_size"), 1)
     _integer("grad_accum", config.get("grad_accum", 1), 1)
     _integer("log_every", config.get("log_every", 10), 1)
+    _integer("steps_per_call", config.get("steps_per_call", 1), 1)
     if config.get("loss_tokens_per_row") is not None:
         _integer("loss_tokens_per_row", config.get("loss_tokens_per_row"), 1, " (or None: all)")
     checkpoint = config.get("checkpoint") or {}

@@ -19,7 +19,7 @@ from fgjax.models.contrastive import ContrastiveConfig
 from fgjax.models.partitioning import DEFAULT_RULES, activation_sharding
 from fgjax.train import checks, optim, schema, tasks
 from fgjax.train import inputs as train_inputs
-from fgjax.train.step import TrainState, make_train_step
+from fgjax.train.step import TrainState, make_train_step, scan_steps
 
 
 @dataclasses.dataclass
@@ -40,6 +40,12 @@ class Experiment:
     tx: Any
     schedules: dict
     step: Any  # the jitted step(state, frozen, batch) -> (state, metrics)
+    steps: Any = None  # the jitted steps(state, frozen, batches [n, B, ...]) -> (state, metrics [n])
+
+    @property
+    def stacked_batch_sharding(self) -> NamedSharding:
+        """Of n batches stacked on a new leading axis (`steps`): that axis unsplit."""
+        return NamedSharding(self.mesh, PartitionSpec(None, *self.batch_sharding.spec))
 
     @property
     def total_steps(self) -> int:
@@ -149,11 +155,19 @@ def build(config, devices=None) -> Experiment:
 
 def with_step(exp: Experiment, step_fn) -> Experiment:
     """`exp` with `step_fn(state, frozen, batch) -> (state, metrics)` jitted onto its
-    shardings (the train state donated)."""
-    jitted = jax.jit(
-        step_fn,
-        in_shardings=(exp.state_shardings, exp.frozen_shardings, exp.batch_sharding),
-        out_shardings=(exp.state_shardings, NamedSharding(exp.mesh, PartitionSpec())),
-        donate_argnums=(0,),
+    shardings (the train state donated), one step per call and n steps per call."""
+    replicated = NamedSharding(exp.mesh, PartitionSpec())
+
+    def jitted(fn, batch_sharding):
+        return jax.jit(
+            fn,
+            in_shardings=(exp.state_shardings, exp.frozen_shardings, batch_sharding),
+            out_shardings=(exp.state_shardings, replicated),
+            donate_argnums=(0,),
+        )
+
+    return dataclasses.replace(
+        exp,
+        step=jitted(step_fn, exp.batch_sharding),
+        steps=jitted(scan_steps(step_fn), exp.stacked_batch_sharding),
     )
-    return dataclasses.replace(exp, step=jitted)

@@ -87,6 +87,8 @@ FIELDS: dict[str, Field] = {
         asynchronous=F(True, "save in the background"),
     ),
     "log_every": F(10, "log metrics every N steps"),
+    "steps_per_call": F(1, "optimizer steps per compiled call (lax.scan), up to the next log, "
+                        "checkpoint, export or evaluation step: for tiny models"),  # fmt: skip
     "eval": group(
         "evaluation during training, logged as eval/* (train/evaluation.py)",
         every_steps=F(None, "evaluate at steps N, 2N, ... and the last; None: never"),

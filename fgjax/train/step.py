@@ -110,5 +110,17 @@ def make_train_step(
     return step
 
 
+def scan_steps(step):
+    """`step` over stacked batches, in one compiled call: steps(state, frozen, batches) ->
+    (the state after n steps, metrics stacked [n, ...]), batches being n global batches
+    stacked [n, B, ...]. Each step is the same computation as one call of `step`; a tiny model
+    then pays the per-call dispatch, transfer and bookkeeping once per n steps."""
+
+    def steps(state: TrainState, frozen: dict, batches: dict):
+        return jax.lax.scan(lambda carry, batch: step(carry, frozen, batch), state, batches)
+
+    return steps
+
+
 def _where(cond, new, old):
     return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)

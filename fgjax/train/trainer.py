@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fgjax import distributed, native, rundir, storage, trees
 from fgjax.console import setup_python_logging
@@ -115,20 +116,36 @@ def train(config, workdir: str, evaluators: Sequence[EvaluatorFactory] = ()) -> 
     since, since_step = time.perf_counter(), int(state.step)
     # leaving the loop by an error finishes or abandons the save in flight before it propagates
     preempted_at = None
+    per_call = int(config.steps_per_call)
+
+    def surfaces(s: int) -> bool:  # a step after which the loop logs, saves, exports or evaluates
+        return (s % log_every == 0 or s % ckpt.every_steps == 0 or s == total
+                or s in export_steps or evaluations.due(s))  # fmt: skip
+
     with ckpt, logger, activation_sharding(exp.mesh, exp.rules), preemption.Watch() as watch:
-        for step in range(int(state.step), total):
-            batch = pipeline.to_global(next(data_iter), exp.batch_sharding)
-            state, step_metrics = exp.step(state, frozen, batch)
-            pending.append((step + 1, step_metrics))
-            logger.step(step + 1)
+        step = int(state.step)
+        while step < total:
+            # `count` steps in one call: up to steps_per_call, never past a step that surfaces
+            count = 1
+            while count < per_call and not surfaces(step + count):
+                count += 1
+            if per_call == 1:
+                batch = pipeline.to_global(next(data_iter), exp.batch_sharding)
+                state, step_metrics = exp.step(state, frozen, batch)
+            else:
+                local = [next(data_iter) for _ in range(count)]
+                stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
+                batches = pipeline.to_global(stacked, exp.stacked_batch_sharding)
+                state, step_metrics = exp.steps(state, frozen, batches)
+            pending.append((step + 1, count, step_metrics))
+            step += count
+            logger.step(step)
             # an export step (a shorter-trained variant) is also a checkpoint step; the export is
             # written first, so a run killed while exporting resumes before it and exports again
-            export_now = step + 1 in export_steps and step + 1 < total
-            preempted = watch.reached(step + 1)  # every process stops at the same step
-            save_now = (
-                (step + 1) % ckpt.every_steps == 0 or step + 1 == total or export_now or preempted
-            )
-            if (step + 1) % log_every == 0 or save_now:
+            export_now = step in export_steps and step < total
+            preempted = watch.reached(step)  # every process stops at the same step
+            save_now = step % ckpt.every_steps == 0 or step == total or export_now or preempted
+            if step % log_every == 0 or save_now:
                 metrics = _flush(
                     pending,
                     logger,
@@ -139,21 +156,21 @@ def train(config, workdir: str, evaluators: Sequence[EvaluatorFactory] = ()) -> 
                     peak,
                     exp.mesh.size,
                 )
-                pending, since, since_step = [], time.perf_counter(), step + 1
+                pending, since, since_step = [], time.perf_counter(), step
             if export_now:
                 native.save(
-                    rundir.export_dir(workdir, step + 1),
+                    rundir.export_dir(workdir, step),
                     exp.model_cfg,
                     trees.merge(state.trainable, frozen),
                 )
             if save_now:  # the steps up to here were checked to be finite just above
-                ckpt.save(step + 1, {"state": state, "frozen": frozen}, data_iter, force=True)
-            if preempted and step + 1 < total:
-                preempted_at = step + 1
+                ckpt.save(step, {"state": state, "frozen": frozen}, data_iter, force=True)
+            if preempted and step < total:
+                preempted_at = step
                 break
-            if evaluations.due(step + 1):  # after its checkpoint is saved; never on preemption
+            if evaluations.due(step):  # after its checkpoint is saved; never on preemption
                 params = trees.merge(state.trainable, frozen)
-                metrics = {**metrics, **evaluations(step + 1, params, logger)}
+                metrics = {**metrics, **evaluations(step, params, logger)}
                 since += metrics["eval/seconds"]  # logged step times leave evaluation out
     if preempted_at is not None:  # the checkpoint is written whole (the `with` waited for it)
         logging.warning("preempted at step %d of %d: checkpoint saved", preempted_at, total)
@@ -207,7 +224,13 @@ def fresh_state(exp: experiment.Experiment, params: dict | None = None):
 def _flush(pending, logger, schedules, since, since_step, step_flops, peak, num_devices) -> dict:
     """Fetches the metrics of the steps since the last flush, stops on a non-finite one, and
     writes scalars for the newest."""
-    host = [(step, jax.device_get(m)) for step, m in pending]
+    host = []
+    for first, count, stacked in pending:  # metrics of one step, or of `count` stacked
+        m = jax.device_get(stacked)
+        if np.ndim(m["loss"]) == 0:
+            host.append((first, m))
+        else:
+            host += [(first + i, {k: v[i] for k, v in m.items()}) for i in range(count)]
     for step, m in host:
         if not bool(m["finite"]):
             raise NonFiniteError(
