@@ -55,18 +55,21 @@ def build(class_names):
 
 
 def torch_scores(llava, prompt, pixels, class_tokens) -> np.ndarray:
-    """f32[B, C] the VLMClassifier way: per image the prompt into a cache, then class by class."""
+    """f32[B, C] the VLMClassifier way: per image the prompt into a cache, then class by class.
+    Runs on the device of `pixels` (torch [B, 3, S, S]); log-probs in float32 whatever the
+    model's dtype."""
     out = np.zeros((len(pixels), len(class_tokens)), np.float32)
-    ids = torch.from_numpy(prompt[None].astype(np.int64))
+    ids = torch.from_numpy(prompt[None].astype(np.int64)).to(pixels.device)
     with torch.no_grad():
         for row, image in enumerate(pixels):
             pre = llava(input_ids=ids, pixel_values=image[None], use_cache=True)
-            cache, first = pre.cache, torch.log_softmax(pre.logits[0, -1], -1)
+            cache, first = pre.cache, torch.log_softmax(pre.logits[0, -1].float(), -1)
             for c, tokens in enumerate(class_tokens):
-                cont = torch.tensor([tokens])
-                logits = llava(input_ids=cont, cache=cache, use_cache=True).logits[0]
+                cont = torch.tensor([tokens], device=pixels.device)
+                logits = llava(input_ids=cont, cache=cache, use_cache=True).logits[0].float()
                 logp = torch.log_softmax(logits[:-1], -1)
-                total = first[tokens[0]] + logp[torch.arange(len(tokens) - 1), cont[0, 1:]].sum()
+                steps = torch.arange(len(tokens) - 1, device=pixels.device)
+                total = first[tokens[0]] + logp[steps, cont[0, 1:]].sum()
                 out[row, c] = float(total)
                 cache.crop(-len(tokens))  # back to the prompt alone
     return out
