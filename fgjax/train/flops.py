@@ -41,16 +41,28 @@ def stack_flops_per_token(cfg: TransformerConfig, attended: float) -> float:
     return cfg.depth * (projections + mlp + attention)
 
 
-def vit_forward_flops(cfg: VitConfig) -> float:
-    """Forward FLOPs of one image through every block of the tower."""
+def vit_forward_flops(cfg: VitConfig, blocks: int | None = None) -> float:
+    """Forward FLOPs of one image through the first `blocks` blocks of the tower (all)."""
+    blocks = cfg.depth if blocks is None else blocks
     tokens = cfg.num_patches + cfg.num_prefix_tokens
     patch = 2 * cfg.patch_size**2 * cfg.num_channels * cfg.width * cfg.num_patches
-    return patch + tokens * stack_flops_per_token(cfg, tokens)
+    return patch + tokens * stack_flops_per_token(cfg, tokens) * blocks / cfg.depth
 
 
 def encoder_forward_flops(cfg: VitConfig | FusedVitConfig) -> float:
+    """Every block of every tower (a contrastive model's image tower)."""
     towers = cfg.towers if isinstance(cfg, FusedVitConfig) else (cfg,)
     return sum(vit_forward_flops(t) for t in towers)
+
+
+def encoder_feature_flops(cfg: VitConfig | FusedVitConfig) -> float:
+    """As a VLM runs its towers: only up to the deepest feature layer (LLaVA's penultimate
+    layer skips the last block; `VisionEncoder.features`)."""
+    towers = cfg.towers if isinstance(cfg, FusedVitConfig) else (cfg,)
+    return sum(
+        vit_forward_flops(t, max(layer % (t.depth + 1) for layer in t.feature_layers))
+        for t in towers
+    )
 
 
 def decoder_forward_flops(cfg, seq_len: int) -> float:
@@ -70,9 +82,11 @@ class StepFlops:
 
 
 def vlm_train_flops(
-    cfg: VLMConfig, batch: int, seq_len: int, trainable: dict[str, bool]
+    cfg: VLMConfig, batch: int, seq_len: int, trainable: dict[str, bool], images_per_row: int = 1
 ) -> StepFlops:
-    """FLOPs of one training step on `batch` sequences of `seq_len` tokens, one image each."""
+    """FLOPs of one training step on `batch` sequences of `seq_len` tokens with
+    `images_per_row` images each (packed rows: every image slot is encoded, used or not)."""
+    images = batch * images_per_row
     dims = projector_dims(cfg.projector, cfg.encoder.feature_dim, cfg.decoder.width)
     projector = 2 * cfg.num_image_tokens * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
     enc_mult = 3 if trainable.get("encoder") else 1
@@ -80,8 +94,8 @@ def vlm_train_flops(
     upstream = trainable.get("encoder") or trainable.get("projector")
     dec_mult = 3 if trainable.get("decoder") else (2 if upstream else 1)
     return StepFlops(
-        encoder=batch * enc_mult * encoder_forward_flops(cfg.encoder),
-        projector=batch * proj_mult * projector,
+        encoder=images * enc_mult * encoder_feature_flops(cfg.encoder),
+        projector=images * proj_mult * projector,
         decoder=batch * dec_mult * decoder_forward_flops(cfg.decoder, seq_len),
     )
 

@@ -140,8 +140,10 @@ class VlmTask:
 
         return loss
 
-    def step_flops(self, cfg: VLMConfig, batch: int, seq_len: int, trainable: dict) -> float:
-        return flops.vlm_train_flops(cfg, batch, seq_len, trainable).total
+    def step_flops(
+        self, cfg: VLMConfig, batch: int, seq_len: int, trainable: dict, images_per_row: int = 1
+    ) -> float:
+        return flops.vlm_train_flops(cfg, batch, seq_len, trainable, images_per_row).total
 
 
 @dataclasses.dataclass(frozen=True)

@@ -106,8 +106,10 @@ def train(config, workdir: str, evaluators: Sequence[EvaluatorFactory] = ()) -> 
     logger = Logger(
         str(workdir), total, start_step=int(state.step), profile_steps=config.get("profile_steps")
     )
+    packing = train_inputs.packing_of(config, exp.model_cfg)
+    slots = {"images_per_row": packing.max_images} if packing and packing.max_images else {}
     step_flops = exp.task.step_flops(
-        exp.model_cfg, int(config.batch_size), int(config.data.max_length), exp.flags
+        exp.model_cfg, int(config.batch_size), int(config.data.max_length), exp.flags, **slots
     )
     peak = flops.peak_flops(jax.devices()[0].device_kind, config.get("peak_flops_per_device"))
     log_every = int(config.get("log_every", 10))
