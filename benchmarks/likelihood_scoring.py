@@ -13,7 +13,12 @@ small LLaVA-architecture model (CLIP tower + Llama decoder, random weights) on t
 The same weights throughout (fgjax.hf.save -> transformers), the same prompt, class tokens and
 pixels; the summed log-probs and the predicted classes are checked to agree before timing.
 
-    python -m benchmarks.likelihood_scoring [--batch 8] [--repeats 3] [--torch_threads 1]
+    python -m benchmarks.likelihood_scoring [--batch 8] [--repeats 3] [--shapes small,llava]
+
+At two shapes: the tiny tower's 16 image tokens, and LLaVA-1.5's 576. Beside each speed-up
+over naive scoring, the token-count bound it is a fraction of: naive runs the prompt and a
+class name once per class (102 times), shared prefix the prompt once and each class token once
+(both encode each image once), so bound = (C * P + sum of class tokens) / (P + sum).
 """
 
 from __future__ import annotations
@@ -38,14 +43,18 @@ from fgjax.data.tokenizer_train import tiny_tokenizer
 from fgjax.evaluate import inference, prompts
 from fgjax.models import presets
 
+# image size and patch of the tiny tower: 16 image tokens, or LLaVA-1.5's 576 (336 px / 14)
+SHAPES = {"small": (64, 16), "llava": (336, 14)}
 
-def build(class_names):
+
+def build(class_names, shape: str = "small"):
+    image_size, patch = SHAPES[shape]
     tok = tiny_tokenizer("bpe", vocab_size=1024, texts=[" ".join(class_names)] * 4)
     cfg = presets.vlm(
         "tiny_clip", "tiny_llama", "mlp2x_gelu",
         image_token_id=tok.token_to_id("<image>"),
-        encoder_overrides=dict(width=128, depth=4, num_heads=4, mlp_dim=512, image_size=64,
-                               patch_size=16),
+        encoder_overrides=dict(width=128, depth=4, num_heads=4, mlp_dim=512,
+                               image_size=image_size, patch_size=patch),
         decoder_overrides=dict(vocab_size=tok.vocab_size, width=256, depth=4, num_heads=8,
                                num_kv_heads=4, mlp_dim=768),
     )  # fmt: skip
@@ -75,21 +84,18 @@ def torch_scores(llava, prompt, pixels, class_tokens) -> np.ndarray:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--batch", type=int, default=8, help="images per fgjax call")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk_tokens", type=int, default=256)
-    parser.add_argument(
-        "--torch_threads", type=int, default=1,
-        help="PyTorch intra-op threads; on a shared 2-core machine 2 threads spin against other "
-        "processes and run each call 10-50x slower than 1",
-    )  # fmt: skip
-    args = parser.parse_args()
-    torch.set_num_threads(args.torch_threads)
+def timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
-    class_names = classification.info("oxford_flowers102").class_names
-    tok, cfg, model, encoder = build(class_names)
+
+def measure(shape: str, args, class_names) -> tuple[list[dict], dict]:
+    """Rows (shared prefix, naive, transformers) and the agreement and bound at one shape."""
+    tok, cfg, model, encoder = build(class_names, shape)
     prompter = prompts.Prompter(encoder)
     prompt = prompter.prompt(prompts.QUESTION, lead_in=prompts.LEAD_IN)
     class_tokens = [prompter.continuation(name, prompts.LEAD_IN) for name in class_names]
@@ -97,7 +103,8 @@ def main() -> None:
     pixels = np.random.default_rng(0).normal(size=(args.batch, size, size, 3)).astype(np.float32)
     graphdef, state = nnx.split(model)
     tokens, mask = prompts.pad_prompts([prompt] * args.batch, bucket=8)
-    chunks = inference.pack_continuations(class_tokens, args.chunk_tokens)
+    chunk = inference.fitted_chunk_tokens(class_tokens, args.chunk_tokens)
+    chunks = inference.pack_continuations(class_tokens, chunk)
 
     def shared():
         return np.asarray(inference.score_continuations(
@@ -128,38 +135,67 @@ def main() -> None:
     assert agreement["max_abs_diff_vs_transformers"] < 1e-3, agreement
 
     rows = []
-    for name, fn in (("fgjax shared prefix", shared), ("fgjax naive per class", naive),
-                     ("transformers LLaVA, cached prefix, class by class", reference)):  # fmt: skip
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        seconds = float(np.median(times))
-        rows.append({"method": name, "images_per_s": args.batch / seconds, "s_per_batch": seconds})
+    for name, fn, repeats in (
+        ("fgjax shared prefix", shared, args.repeats),
+        ("fgjax naive per class", naive, args.slow_repeats),
+        ("transformers LLaVA, cached prefix, class by class", reference, args.slow_repeats),
+    ):
+        seconds = timed(fn, repeats)
+        rows.append({"shape": shape, "method": name, "images_per_s": args.batch / seconds,
+                     "s_per_batch": seconds})  # fmt: skip
     base = rows[0]["images_per_s"]
     for row in rows:
         row["shared_prefix_speedup"] = base / row["images_per_s"]
-    tokens_per_class = [len(t) for t in class_tokens]
+    # the token-count bound: naive runs prompt + class once per class, shared prefix runs the
+    # prompt once and every class token once (both encode each image once)
+    prompt_len, class_total = int(len(prompt)), sum(len(t) for t in class_tokens)
+    bound = (len(class_tokens) * prompt_len + class_total) / (prompt_len + class_total)
+    rows[1]["token_bound"] = bound
+    rows[1]["fraction_of_bound"] = rows[1]["shared_prefix_speedup"] / bound
+    info = {
+        "prompt_tokens": prompt_len,
+        "image_tokens": cfg.num_image_tokens,
+        "class_tokens": {"min": min(map(len, class_tokens)), "max": max(map(len, class_tokens)),
+                         "total": class_total},  # fmt: skip
+        "chunks": list(chunks.tokens.shape),
+        "token_bound": bound,
+        "params": models.param_count(cfg),
+        **agreement,
+    }
+    return rows, info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=8, help="images per fgjax call")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--slow_repeats", type=int, default=1, help="for naive and transformers")
+    parser.add_argument("--chunk_tokens", type=int, default=256, help="at most, per chunk row")
+    parser.add_argument("--shapes", default="small,llava", help=f"of {sorted(SHAPES)}")
+    parser.add_argument(
+        "--torch_threads", type=int, default=1,
+        help="PyTorch intra-op threads; on a shared 2-core machine 2 threads spin against other "
+        "processes and run each call 10-50x slower than 1",
+    )  # fmt: skip
+    args = parser.parse_args()
+    torch.set_num_threads(args.torch_threads)
+
+    class_names = classification.info("oxford_flowers102").class_names
+    rows, shapes = [], {}
+    for shape in args.shapes.split(","):
+        shape_rows, shapes[shape] = measure(shape, args, class_names)
+        rows += shape_rows
     report(
         "likelihood_scoring",
         rows,
         {
             "classes": len(class_names),
             "batch": args.batch,
-            "prompt_tokens": int(len(prompt)),
-            "class_tokens": {
-                "min": min(tokens_per_class),
-                "max": max(tokens_per_class),
-                "total": sum(tokens_per_class),
-            },  # fmt: skip
-            "chunks": list(chunks.tokens.shape),
-            "params": models.param_count(cfg),
+            "shapes": shapes,
             "torch_threads": torch.get_num_threads(),
             "load_average": list(os.getloadavg()),
             "jax": jax.__version__,
             "transformers": transformers.__version__,
-            **agreement,
         },
     )
 

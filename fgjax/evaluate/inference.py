@@ -63,6 +63,20 @@ def pack_continuations(class_tokens: list[list[int]], chunk_tokens: int) -> Chun
     return Chunks(tokens, offsets, class_ids)
 
 
+def fitted_chunk_tokens(class_tokens: list[list[int]], chunk_tokens: int, multiple: int = 8) -> int:
+    """The shortest row length (a multiple of `multiple`) that packs `class_tokens` into as few
+    rows as `chunk_tokens` does: every padding slot of a chunk costs a full token of compute
+    against the whole prompt, so 188 class tokens go into one row of 192, not of 256."""
+    chunk_tokens = max(chunk_tokens, *map(len, class_tokens))
+    rows = len(pack_continuations(class_tokens, chunk_tokens).tokens)
+    total = sum(map(len, class_tokens))
+    length = max(-(-total // rows), *map(len, class_tokens))
+    length = -(-length // multiple) * multiple
+    while length < chunk_tokens and len(pack_continuations(class_tokens, length).tokens) > rows:
+        length += multiple
+    return min(length, -(-chunk_tokens // multiple) * multiple)
+
+
 # -- building blocks (called inside jit) -----------------------------------------------------
 
 
@@ -135,12 +149,19 @@ def score_continuations(graphdef, state, tokens, mask, images, chunks: Chunks, n
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
-def score_full_sequences(graphdef, state, tokens, mask, images, targets):
+def projected_image_features(graphdef, state, images):
+    """A VLM's image features as its decoder reads them, [B, M * N, D]."""
+    return nnx.merge(graphdef, state).image_features(images)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def score_full_sequences(graphdef, state, tokens, mask, image_features, targets):
     """The naive reference: f32[B] summed log-probs of the tokens marked by `targets`
-    (bool[B, T]) in one full forward of each row (no cache). Each target is predicted from
-    the position before it."""
+    (bool[B, T]) in one full forward of each row (no cache) on the rows' image features
+    (`projected_image_features`, or None for text). Each target is predicted from the position
+    before it."""
     model = nnx.merge(graphdef, state)
-    logits = model(tokens, images, input_mask=mask).logits[:, :-1]
+    logits = model(tokens, input_mask=mask, image_features=image_features).logits[:, :-1]
     logp = jax.nn.log_softmax(logits, axis=-1)
     picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
     return jnp.sum(jnp.where(targets[:, 1:], picked, 0.0), axis=1)
@@ -216,11 +237,13 @@ def vision_features(graphdef, state, images):
 
 def full_sequence_class_scores(graphdef, state, prompts, images, class_tokens) -> np.ndarray:
     """The naive reference for `score_continuations`: f32[B, C], one full forward (no cache,
-    no sharing) of every row's prompt + class name per class.
+    no sharing of text) of every row's prompt + class name per class; the image tower runs
+    once per image, as it would in any sensible loop over classes.
 
     prompts: B unpadded i32 arrays; class_tokens: C token lists. All forwards have one length
     (the longest prompt + class), so this compiles once.
     """
+    features = None if images is None else projected_image_features(graphdef, state, images)
     length = max(len(p) for p in prompts) + max(len(c) for c in class_tokens)
     scores = np.zeros((len(prompts), len(class_tokens)), np.float32)
     for class_id, continuation in enumerate(class_tokens):
@@ -231,5 +254,5 @@ def full_sequence_class_scores(graphdef, state, prompts, images, class_tokens) -
             tokens[row, : len(sequence)] = sequence
             targets[row, len(prompt) : len(sequence)] = True
         mask = np.arange(length)[None] < (targets.argmax(1) + targets.sum(1))[:, None]
-        scores[:, class_id] = score_full_sequences(graphdef, state, tokens, mask, images, targets)
+        scores[:, class_id] = score_full_sequences(graphdef, state, tokens, mask, features, targets)
     return scores

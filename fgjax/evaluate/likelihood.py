@@ -38,9 +38,10 @@ def class_tokens(evaluator: Evaluator, class_names, lead_in) -> list[list[int]]:
 
 
 def _chunks(evaluator: Evaluator, continuations: list[list[int]], chunk_tokens: int):
-    """The continuations packed into rows of `chunk_tokens` (at least the longest one's
-    length, so free-text options of any length fit), as constants on the mesh."""
-    size = max([chunk_tokens, *map(len, continuations)])
+    """The continuations packed into as few rows as `chunk_tokens` allows (at least the
+    longest one's length, so free-text options of any length fit), each row no longer than
+    that takes (`inference.fitted_chunk_tokens`), as constants on the mesh."""
+    size = inference.fitted_chunk_tokens(continuations, chunk_tokens)
     packed = inference.pack_continuations(continuations, size)
     return inference.Chunks(*(evaluator.constant(a) for a in packed))
 

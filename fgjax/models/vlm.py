@@ -62,18 +62,22 @@ class VLM(nnx.Module):
         return feats.reshape(batch, -1, feats.shape[-1])
 
     def embed(
-        self, tokens: jax.Array, images=None, *, stop_encoder_gradient: bool = False
-    ) -> jax.Array:
+        self, tokens: jax.Array, images=None, *, stop_encoder_gradient: bool = False,
+        image_features: jax.Array | None = None,
+    ) -> jax.Array:  # fmt: skip
         """tokens: i32[B, T] with image-token placeholders -> embeddings [B, T, D].
 
         The k-th placeholder of row b receives the k-th image feature of row b. The data
         pipeline guarantees each row has 0 or exactly M * N placeholders (rows without images
-        carry a dummy image that is never read).
+        carry a dummy image that is never read). `image_features` (from `image_features`,
+        [B, M * N, D]) replaces `images` where they were computed already.
         """
         text = self.decoder.embed(tokens)
-        if images is None:
+        if images is None and image_features is None:
             return text
-        feats = self.image_features(images, stop_gradient=stop_encoder_gradient).astype(text.dtype)
+        if image_features is None:
+            image_features = self.image_features(images, stop_gradient=stop_encoder_gradient)
+        feats = image_features.astype(text.dtype)
         is_image = tokens == self.cfg.image_token_id
         index = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, feats.shape[1] - 1)
         gathered = jnp.take_along_axis(feats, index[..., None], axis=1)
@@ -85,10 +89,13 @@ class VLM(nnx.Module):
         images=None,
         *,
         stop_encoder_gradient: bool = False,
+        image_features: jax.Array | None = None,
         **decoder_kwargs,
     ) -> DecoderOutput:
-        """tokens: i32[B, T]; images as in `image_features` (or None for text only).
-        Other keyword arguments (positions, input_mask, attn_mask, cache, return_hidden,
-        return_logits) go to `Decoder.__call__`. Returns logits f32[B, T, V] and friends."""
-        embeds = self.embed(tokens, images, stop_encoder_gradient=stop_encoder_gradient)
+        """tokens: i32[B, T]; images as in `image_features` (or None for text only), or
+        their `image_features` computed already. Other keyword arguments (positions,
+        input_mask, attn_mask, cache, return_hidden, return_logits) go to `Decoder.__call__`.
+        Returns logits f32[B, T, V] and friends."""
+        embeds = self.embed(tokens, images, stop_encoder_gradient=stop_encoder_gradient,
+                            image_features=image_features)  # fmt: skip
         return self.decoder(embeds=embeds, **decoder_kwargs)

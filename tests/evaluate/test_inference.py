@@ -122,3 +122,15 @@ def test_hidden_features_match_a_full_forward(vlm):
     prefix = cfg.encoder.num_prefix_tokens  # CLIP: the CLS token
     np.testing.assert_allclose(vision["patch_mean"], patches[:, prefix:].mean(1), atol=1e-5)
     np.testing.assert_allclose(vision["cls"], pooled, atol=1e-5)
+
+
+def test_fitted_chunks_are_as_few_and_no_longer_than_needed():
+    classes = [[1] * n for n in [1, 2, 3, 1, 2, 5, 4, 1, 2, 2] * 19]  # 437 tokens, at most 5
+    for cap in (16, 64, 128, 256, 512):
+        rows = len(inference.pack_continuations(classes, cap).tokens)
+        fitted = inference.fitted_chunk_tokens(classes, cap)
+        assert fitted % 8 == 0 and fitted <= -(-cap // 8) * 8
+        assert len(inference.pack_continuations(classes, fitted).tokens) == rows
+        if fitted > 8:  # one multiple shorter would need more rows
+            assert len(inference.pack_continuations(classes, fitted - 8).tokens) > rows
+    assert inference.fitted_chunk_tokens(classes, 512) == 440  # one row: 437 rounded up to 8
