@@ -30,6 +30,20 @@ def causal_mask(length: int) -> jax.Array:
     return jnp.tril(jnp.ones((length, length), bool))
 
 
+class CausalMask(NamedTuple):
+    """The causal mask over right-padded rows, by its structure rather than as bool[B, T, S]:
+    query t sees keys s <= t with s < key_lengths[b]. jax's fused attention takes it as
+    `is_causal` and sequence lengths, so cuDNN runs its causal kernel instead of a dense mask
+    turned into a bias; the reference builds the dense mask from it."""
+
+    key_lengths: jax.Array  # i32[B]
+
+    def dense(self, length: int) -> jax.Array:
+        """bool[B, T, T]."""
+        keys = jnp.arange(length)[None, None, :] < self.key_lengths[:, None, None]
+        return causal_mask(length)[None] & keys
+
+
 def make_attention_mask(input_mask: jax.Array, mask_ar: jax.Array) -> jax.Array:
     """bool[B, T, T] from big_vision's prefix-LM convention.
 
@@ -218,7 +232,8 @@ def resolve_implementation(implementation: str, dtype) -> str:
 
 
 def dot_product_attention(q, k, v, mask, scale, implementation: str = "reference"):
-    """q: [B, T, N, H]; k, v: [B, S, K, H]; mask: bool[B, T, S] or None -> [B, T, N, H].
+    """q: [B, T, N, H]; k, v: [B, S, K, H]; mask: bool[B, T, S], a CausalMask or None ->
+    [B, T, N, H].
 
     implementation "reference" (below), or "xla" / "cudnn": jax.nn.dot_product_attention's, with
     the same mask (causal, padding, prefix-LM, sliding-window and packed masks are all boolean
@@ -228,6 +243,13 @@ def dot_product_attention(q, k, v, mask, scale, implementation: str = "reference
     HF's repeat_kv (as jax's grouped-query attention does).
     """
     implementation = resolve_implementation(implementation, q.dtype)
+    if isinstance(mask, CausalMask):
+        if implementation != "reference":
+            return jax.nn.dot_product_attention(
+                q, k, v, scale=scale, is_causal=True, key_value_seq_lengths=mask.key_lengths,
+                implementation=implementation,
+            )  # fmt: skip
+        mask = mask.dense(k.shape[1])
     if implementation != "reference":
         return jax.nn.dot_product_attention(
             q, k, v, mask=None if mask is None else mask[:, None], scale=scale,

@@ -12,9 +12,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from fgjax.models.attention import (
+    CausalMask,
     KVCache,
     cached_attention_mask,
     causal_mask,
+    resolve_implementation,
     rope_inv_freq,
     rope_tables,
     window_mask,
@@ -109,7 +111,12 @@ class Decoder(nnx.Module):
             input_mask = jnp.ones((batch, length), bool)
         block_mask = causal_mask(length)[None] if attn_mask is None else attn_mask
         block_mask = jnp.broadcast_to(block_mask, (batch, length, length))
-        if cache is None:
+        fused = resolve_implementation(cfg.attention, cfg.compute_dtype) != "reference"
+        if fused and attn_mask is None and cache is None and cfg.sliding_window is None:
+            # jax's fused attention gets the causal structure itself (rows are right-padded:
+            # every fgjax pipeline pads on the right), not a dense [B, T, T] mask
+            mask, kv = CausalMask(input_mask.sum(axis=1).astype(jnp.int32)), None
+        elif cache is None:
             mask = window_mask(block_mask & input_mask[:, None, :], positions, cfg.sliding_window)
             kv = None
         else:

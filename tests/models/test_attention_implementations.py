@@ -54,7 +54,25 @@ def test_each_implementation_matches_the_reference_under_each_mask(implementatio
     assert err < (5e-2 if dtype == jnp.bfloat16 else 1e-5)
 
 
+@pytest.mark.parametrize("implementation", ["reference", *available()])
+def test_the_structured_causal_mask_is_the_dense_one(implementation):
+    """CausalMask (is_causal and key lengths for jax's fused attention) against the dense
+    causal-and-padding mask through the reference, at every query that sees a key."""
+    lengths = np.array([T, T - 4])
+    dense = masks()["padding"]
+    rng = np.random.default_rng(2)
+    q, k, v = (rng.normal(size=s).astype(np.float32) for s in ((B, T, N, H), (B, T, K, H), (B, T, K, H)))
+    dtype = jnp.bfloat16 if implementation == "cudnn" else jnp.float32
+    q, k, v = (jnp.asarray(x, dtype) for x in (q, k, v))
+    ref = attention.dot_product_attention(q, k, v, jnp.asarray(dense), H**-0.5, "reference")
+    structured = attention.CausalMask(jnp.asarray(lengths, jnp.int32))
+    out = attention.dot_product_attention(q, k, v, structured, H**-0.5, implementation)
+    err = np.abs(np.asarray(out, np.float32) - np.asarray(ref, np.float32))[dense.any(-1)].max()
+    assert err < (5e-2 if dtype == jnp.bfloat16 else 1e-5), err
+
+
 def test_a_decoder_with_jax_attention_gives_the_reference_logits_also_with_a_cache():
+    """(The xla decoder runs the structured causal mask; the cached one a dense mask.)"""
     cfg = presets.decoder("tiny_llama")
     reference = models.build(dataclasses.replace(cfg, attention="reference"), seed=0)
     other = models.build(dataclasses.replace(cfg, attention="xla"), seed=0)
