@@ -8,6 +8,11 @@ the same examples per step as a 1-process run, and no example is dropped or repe
 within an epoch. The iterator state (grain's `get_state()`) goes into training checkpoints, so
 a resumed run continues with exactly the batches it would have seen.
 
+Worker processes (`worker_processes`, data/worker_processes.py). The transform (decoding,
+preprocessing, tokenizing) can run in grain worker processes instead of threads of the
+training process; the stream, the skip counts and the iterator state are those of the
+in-process pipeline, so a run may resume with another number of workers.
+
 Packed training stream (`packing`, data/packing.py). Each process packs its own elements
 (p, p + P, ...) into rows, in order, so still no example is dropped or repeated within an
 epoch and a resumed run sees the same rows; but a row holds a variable number of examples,
@@ -32,6 +37,7 @@ import jax
 import numpy as np
 
 from fgjax.data.packing import Packing
+from fgjax.data.worker_processes import WorkerProcessesDataset
 
 Example = dict[str, Any]
 Transform = Callable[[Any], Example | None]
@@ -69,6 +75,7 @@ def training_dataset(
     shard: HostShard | None = None,
     num_threads: int | None = None,
     packing: Packing | None = None,
+    worker_processes: int | None = None,
 ) -> grain.IterDataset:
     """Batched training examples for this process.
 
@@ -80,6 +87,8 @@ def training_dataset(
       CPU cores, 1 to 16: grain's default of 16 threads takes most of a 2-core machine from the
       training step -- 4x slower batches in fgjax's benchmark -- while a TPU host has cores
       to spare).
+    worker_processes: run the transform in that many grain processes, each with num_threads
+      threads (default 1); None or 0: in num_threads threads of this process.
     packing: pack the (unpadded) examples into rows, `packing.bins` at once (None: the local
       batch); see the module docstring.
     Yields dicts of arrays with a leading local batch axis global_batch_size // P.
@@ -92,11 +101,16 @@ def training_dataset(
         for i, s in enumerate(sources)
     ]
     ds = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, weights)
-    ds = ds[shard.index :: shard.count].map(transform)
-    if num_threads is None:
-        num_threads = min(16, max(1, (os.cpu_count() or 1) // 4))
-    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch)
-    ds = ds.to_iter_dataset(options).filter(lambda ex: ex is not None)
+    ds = ds[shard.index :: shard.count]
+    if worker_processes:  # each worker keeps its share of two batches ready, as threads do
+        buffer = -(-2 * batch // worker_processes)
+        ds = WorkerProcessesDataset(ds, transform, worker_processes, num_threads or 1, buffer)
+    else:
+        if num_threads is None:
+            num_threads = min(16, max(1, (os.cpu_count() or 1) // 4))
+        options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch)
+        ds = ds.map(transform).to_iter_dataset(options)
+    ds = ds.filter(lambda ex: ex is not None)
     if packing is not None:
         ds = packing.rows(ds, bins=batch, seed=seed)
     return ds.batch(batch, drop_remainder=True)

@@ -209,6 +209,11 @@ class HFTokenizer(Tokenizer):
     def __repr__(self) -> str:
         return f"HFTokenizer(vocab_size={self.vocab_size})"
 
+    def __setstate__(self, state: dict) -> None:  # a pickled pipeline forgets the flag
+        self.__dict__.update(state)
+        for pipeline in (self._native, self._raw):
+            pipeline.encode_special_tokens = True
+
     @property
     def vocab_size(self) -> int:
         return self._raw.get_vocab_size(with_added_tokens=True)
@@ -325,6 +330,14 @@ class SentencePieceTokenizer(Tokenizer):
 
     def __repr__(self) -> str:
         return f"SentencePieceTokenizer(vocab_size={self.vocab_size})"
+
+    def __getstate__(self) -> dict:  # into grain worker processes: the processors do not pickle
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_proto", "_native", "_raw")}
+        return state | {"_proto": self._proto.SerializeToString()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _proto=sp_pb2.ModelProto.FromString(state["_proto"]))
+        self._rebuild()
 
     def _rebuild(self) -> None:
         self._native = spm.SentencePieceProcessor(model_proto=self._proto.SerializeToString())

@@ -300,6 +300,7 @@ def train_dataset(config, model_cfg, tokenizer: Tokenizer, shard: pipeline.HostS
         weights=weights,
         shard=shard,
         num_threads=config.data.get("num_threads"),  # None: the pipeline's default
+        worker_processes=config.data.get("worker_processes"),
         packing=packing_of(config, model_cfg, getattr(transform, "pad_id", 0)),
     )
     return ds, transform, sources

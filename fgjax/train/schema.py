@@ -51,7 +51,8 @@ FIELDS: dict[str, Field] = {
         system=F(ABSENT, "replaces the template's system message (None: no system message)"),
         max_length=F(REQUIRED, "tokens per row"),
         preprocess=F(None, "image preprocessing mode; None: the encoder's default"),
-        num_threads=F(None, "input pipeline threads; None: the pipeline's default"),
+        num_threads=F(None, "transform threads (per worker process); None: cores/4 (1-16), 1 each"),
+        worker_processes=F(0, "grain processes decoding and preprocessing; 0: threads in this one"),
         packing=group(
             "several conversations per row of max_length (tasks vlm and lm; data/packing.py)",
             enabled=F(False, "pack the examples into rows (segment ids, restarting positions)"),

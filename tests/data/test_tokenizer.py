@@ -3,7 +3,9 @@ the tokenizers transformers builds from the same files."""
 
 import io
 import json
+import pickle
 
+import cloudpickle
 import pytest
 import transformers
 from sentencepiece import SentencePieceTrainer
@@ -85,6 +87,18 @@ def test_save_and_load_keep_ids_and_roles(tok, tmp_path):
         assert loaded.encode_continuation(text) == tok.encode_continuation(text)
     assert loaded.token_to_id("<image>") == tok.token_to_id("<image>")
     assert load_tokenizer(str(tmp_path), pad_token=None).pad_token is None
+
+
+def test_a_pickled_copy_encodes_alike(tok):
+    """Grain worker processes (data.worker_processes) get the tokenizer pickled: special
+    strings in text stay text there too."""
+    copy = pickle.loads(cloudpickle.dumps(tok))
+    text = "a " + " b ".join(SPECIALS) + " c"
+    for sample in [*TEXTS, text]:
+        assert copy.encode(sample, add_bos=True) == tok.encode(sample, add_bos=True)
+        assert copy.encode_continuation(sample) == tok.encode_continuation(sample)
+    assert copy.decode(copy.encode_continuation(text)) == text
+    assert copy.token_to_id("<image>") == tok.token_to_id("<image>")
 
 
 def test_bpe_matches_transformers_fast_tokenizer(tmp_path):
