@@ -235,15 +235,22 @@ def vision_features(graphdef, state, images):
     return {"patch_mean": jnp.concatenate(patch_means, -1), "cls": jnp.concatenate(pooled, -1)}
 
 
-def full_sequence_class_scores(graphdef, state, prompts, images, class_tokens) -> np.ndarray:
+def full_sequence_class_scores(
+    graphdef, state, prompts, images, class_tokens, *, encode_per_class: bool = False
+) -> np.ndarray:
     """The naive reference for `score_continuations`: f32[B, C], one full forward (no cache,
-    no sharing of text) of every row's prompt + class name per class; the image tower runs
-    once per image, as it would in any sensible loop over classes.
+    no sharing of text) of every row's prompt + class name per class. The image tower runs
+    once per image, or (`encode_per_class`) in every forward, as a loop that calls the whole
+    model per class does.
 
     prompts: B unpadded i32 arrays; class_tokens: C token lists. All forwards have one length
     (the longest prompt + class), so this compiles once.
     """
-    features = None if images is None else projected_image_features(graphdef, state, images)
+
+    def encoded():
+        return None if images is None else projected_image_features(graphdef, state, images)
+
+    features = None if encode_per_class else encoded()
     length = max(len(p) for p in prompts) + max(len(c) for c in class_tokens)
     scores = np.zeros((len(prompts), len(class_tokens)), np.float32)
     for class_id, continuation in enumerate(class_tokens):
@@ -254,5 +261,6 @@ def full_sequence_class_scores(graphdef, state, prompts, images, class_tokens) -
             tokens[row, : len(sequence)] = sequence
             targets[row, len(prompt) : len(sequence)] = True
         mask = np.arange(length)[None] < (targets.argmax(1) + targets.sum(1))[:, None]
-        scores[:, class_id] = score_full_sequences(graphdef, state, tokens, mask, features, targets)
+        feats = encoded() if encode_per_class else features
+        scores[:, class_id] = score_full_sequences(graphdef, state, tokens, mask, feats, targets)
     return scores
