@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -117,3 +120,33 @@ def losses(workdir: Path) -> dict[int, float]:
 
 def exported(workdir: Path) -> dict:
     return trees.flatten(jax.device_get(native.load_params(workdir / rundir.PARAMS_EXPORT)))
+
+
+def wait_for_step(workdir: Path, procs, step: int, timeout: float = 300) -> None:
+    """Returns once the run in `workdir` has logged `step`; its processes must still run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        if (workdir / "metrics.jsonl").exists() and max(losses(workdir), default=0) >= step:
+            break
+        time.sleep(0.05)
+    assert all(p.poll() is None for p in procs), f"the run ended before step {step} was logged"
+
+
+def kill_after_step_and_rerun(command: list[str], workdir: Path, step: int = 3) -> None:
+    """Runs `command`, SIGKILLs it once `step` is logged (before it exported), reruns it to the
+    end."""
+    proc = subprocess.Popen(command, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_for_step(workdir, [proc], step)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / rundir.PARAMS_EXPORT).exists()
+    subprocess.run(command, env=env(), check=True, timeout=600)
+
+
+def assert_same_export(expected_workdir: Path, workdir: Path) -> None:
+    """The two runs' final parameters, bit for bit."""
+    expected, got = exported(expected_workdir), exported(workdir)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)

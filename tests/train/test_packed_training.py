@@ -7,7 +7,6 @@ packed run of fgjax.main trains, logs its packing efficiency and resumes bit-ide
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 
 import grain
@@ -18,7 +17,7 @@ import optax
 import pytest
 from flax import nnx
 
-from fgjax import rundir, trees
+from fgjax import trees
 from fgjax.data import pipeline
 from fgjax.data.packing import Packing
 from fgjax.data.tokenizer import tokenizer_for
@@ -26,7 +25,6 @@ from fgjax.train import experiment, init, optim, schema
 from fgjax.train import inputs as train_inputs
 from fgjax.train.tasks import decoder_inputs
 from tests.train import helpers
-from tests.train.test_training import wait_for_step
 
 LENGTH = 64
 
@@ -318,17 +316,6 @@ def test_a_killed_packed_run_reruns_bit_identically(packed_run, tmp_path):
     """SIGKILL after step 3 is logged, rerun the same command: the same loss at every step
     and the same final parameters, bit for bit (the packer's state is in the checkpoint)."""
     workdir = tmp_path / "work"
-    command = helpers.main_command(packed_run["arg"], workdir)
-    proc = subprocess.Popen(
-        command, env=helpers.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    wait_for_step(workdir, [proc], 3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (workdir / rundir.PARAMS_EXPORT).exists()
-    subprocess.run(command, env=helpers.env(), check=True, timeout=600)
+    helpers.kill_after_step_and_rerun(helpers.main_command(packed_run["arg"], workdir), workdir)
     assert helpers.losses(workdir) == helpers.losses(packed_run["workdir"])
-    expected, got = helpers.exported(packed_run["workdir"]), helpers.exported(workdir)
-    assert expected.keys() == got.keys()
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    helpers.assert_same_export(packed_run["workdir"], workdir)

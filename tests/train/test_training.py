@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -133,33 +132,12 @@ def test_two_processes_give_the_single_process_loss_curve(reference_run, tmp_pat
     np.testing.assert_allclose([multi[s] for s in single], list(single.values()), rtol=1e-5)
 
 
-def wait_for_step(workdir: Path, procs, step: int, timeout: float = 300) -> None:
-    """Returns once the run in `workdir` has logged `step`; its processes must still run."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
-        if (workdir / "metrics.jsonl").exists() and max(helpers.losses(workdir), default=0) >= step:
-            break
-        time.sleep(0.05)
-    assert all(p.poll() is None for p in procs), f"the run ended before step {step} was logged"
-
-
 def test_sigkill_and_rerun_is_bit_identical(reference_run, tmp_path):
     """Kill the run with SIGKILL after step 3 is logged, rerun the same command: the final
     parameters equal the uninterrupted run's bit for bit."""
     workdir = tmp_path / "work"
-    command = helpers.main_command(reference_run["config"], workdir)
-    proc = subprocess.Popen(
-        command, env=helpers.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    wait_for_step(workdir, [proc], 3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (workdir / rundir.PARAMS_EXPORT).exists()
-    subprocess.run(command, env=helpers.env(), check=True, timeout=600)
-    expected, got = helpers.exported(reference_run["workdir"]), helpers.exported(workdir)
-    assert expected.keys() == got.keys()
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    helpers.kill_after_step_and_rerun(helpers.main_command(reference_run["config"], workdir), workdir)
+    helpers.assert_same_export(reference_run["workdir"], workdir)
 
 
 # ---------------------------------------------------------------------- in-process checks
@@ -338,7 +316,7 @@ def test_sigterm_saves_the_step_stops_cleanly_and_the_rerun_is_bit_identical(dat
     proc = subprocess.Popen(
         command, env=helpers.env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    wait_for_step(workdir, [proc], 3)
+    helpers.wait_for_step(workdir, [proc], 3)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 143, stderr[-2000:]
@@ -347,9 +325,7 @@ def test_sigterm_saves_the_step_stops_cleanly_and_the_rerun_is_bit_identical(dat
     assert f"preempted at step {saved[0]} of {STEPS}: checkpoint saved" in stderr
     assert not (workdir / rundir.PARAMS_EXPORT).exists()
     subprocess.run(command, env=helpers.env(), check=True, timeout=600)
-    expected, got = helpers.exported(reference), helpers.exported(workdir)
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    helpers.assert_same_export(reference, workdir)
 
 
 def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(data, tmp_path):
@@ -369,7 +345,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(data, tmp_
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for i in range(2)
     ]  # fmt: skip
-    wait_for_step(workdir, procs, 3)
+    helpers.wait_for_step(workdir, procs, 3)
     procs[1].send_signal(signal.SIGTERM)
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [143, 143], [e[-1500:] for e in errors]
@@ -377,9 +353,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(data, tmp_
     assert len(saved) == 1 and 3 <= saved[0] < STEPS, saved
     assert all(f"preempted at step {saved[0]} of {STEPS}" in e for e in errors)
     assert local.run(command, 2, devices=1, timeout=600) == 0
-    expected, got = helpers.exported(reference), helpers.exported(workdir)
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    helpers.assert_same_export(reference, workdir)
 
 
 def test_several_steps_per_call_train_as_one_step_per_call(data, tmp_path):
