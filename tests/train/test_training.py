@@ -360,8 +360,10 @@ def test_several_steps_per_call_train_as_one_step_per_call(data, tmp_path):
     """steps_per_call=4 scans up to four steps per compiled call, surfacing at every log,
     checkpoint, export and the last step (calls of 3, 2, 1 and 1 steps here): the same losses,
     export and final parameters as one step per call. Float32 sums fused differently inside
-    the scan may differ in the last bits; a few Adam steps keep that near 1e-7 of each
-    parameter's scale (measured: bit-identical on this machine)."""
+    the scan may round differently (measured: bit-identical on this machine); a gradient entry
+    near zero can then change sign, which Adam turns into an update of up to
+    lr * |g| / (|g| + eps), so parameters are compared to 1e-5 absolute, far below the
+    1e-2 steps a wrong batch or step count would make."""
     results = {}
     for per_call in (1, 4):
         config = helpers.tiny_config(data, stage="align_llm", steps=7)
@@ -376,9 +378,9 @@ def test_several_steps_per_call_train_as_one_step_per_call(data, tmp_path):
         )
     (losses_1, final_1, early_1), (losses_4, final_4, early_4) = results[1], results[4]
     assert sorted(losses_1) == sorted(losses_4) == [3, 5, 6, 7]  # logs and saves
-    np.testing.assert_allclose([losses_4[s] for s in losses_1], list(losses_1.values()), rtol=1e-6)
+    np.testing.assert_allclose([losses_4[s] for s in losses_1], list(losses_1.values()), rtol=1e-5)
     for expected, got in ((final_1, final_4), (early_1, early_4)):
         assert expected.keys() == got.keys()
         print("max |difference|:", max(float(np.abs(got[k] - expected[k]).max()) for k in got))
         for name in expected:
-            np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
