@@ -32,8 +32,9 @@ def compiled_flops(fn, *args) -> float:
 def test_tower_flops_match_the_compiled_count():
     """Against XLA's own count of the compiled forward (which also counts elementwise work --
     norms, softmax, GELU -- where the analytic count has the matmuls and attention), within
-    15%: the whole tower (contrastive), and a VLM's features, which stop at the penultimate
-    layer (the analytic count once took all blocks: 50% too many for this 2-block tower)."""
+    25% (measured 7.8% here; another XLA build may count elementwise work differently): the
+    whole tower (contrastive), and a VLM's features, which stop at the penultimate layer (the
+    analytic count once took all blocks: 50% too many for this 2-block tower)."""
     # unrolled blocks: XLA counts a scanned stack's loop body once, not once per block
     cfg = dataclasses.replace(tiny_vlm().encoder, scan_layers=False)
     graphdef, state = nnx.split(models.build(cfg, seed=0))
@@ -42,4 +43,4 @@ def test_tower_flops_match_the_compiled_count():
                              (flops.encoder_feature_flops(cfg), "features")):  # fmt: skip
         counted = compiled_flops(lambda s, x, m=method: getattr(nnx.merge(graphdef, s), m)(x),
                                  state, images)  # fmt: skip
-        assert abs(counted - 2 * analytic) / (2 * analytic) < 0.15, (method, counted, analytic)
+        assert abs(counted - 2 * analytic) / (2 * analytic) < 0.25, (method, counted, analytic)
