@@ -23,26 +23,34 @@ _DECODER_ARCHS = {
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
     "gemma": "GemmaForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3": "Gemma3ForCausalLM",
 }
+_DECODER_MODEL_TYPES = {"gemma3": "gemma3_text"}
 
 
-def decoder_to_hf(cfg: DecoderConfig) -> dict:
-    rope = cfg.rope
-    scaling = None
+def _rope_scaling(rope) -> dict | None:
     if rope.rope_type == "linear":
-        scaling = {"rope_type": "linear", "factor": rope.factor}
-    elif rope.rope_type == "llama3":
-        scaling = {
+        return {"rope_type": "linear", "factor": rope.factor}
+    if rope.rope_type == "llama3":
+        return {
             "rope_type": "llama3",
             "factor": rope.factor,
             "low_freq_factor": rope.low_freq_factor,
             "high_freq_factor": rope.high_freq_factor,
             "original_max_position_embeddings": rope.original_max_positions,
         }
+    return None
+
+
+def decoder_to_hf(cfg: DecoderConfig) -> dict:
+    rope = cfg.rope
+    scaling = _rope_scaling(rope)
     hf = {
         "architectures": [_DECODER_ARCHS[cfg.family]],
-        "model_type": cfg.family,
+        "model_type": _DECODER_MODEL_TYPES.get(cfg.family, cfg.family),
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.width,
         "intermediate_size": cfg.mlp_dim,
@@ -61,7 +69,7 @@ def decoder_to_hf(cfg: DecoderConfig) -> dict:
         "pad_token_id": cfg.pad_token_id,
         "torch_dtype": cfg.param_dtype,
     }
-    if cfg.family in ("llama", "gemma"):
+    if cfg.family in ("llama", "gemma", "gemma2", "gemma3", "qwen3"):
         hf["attention_bias"] = cfg.out_bias
     if cfg.family == "llama":
         hf["mlp_bias"] = cfg.mlp_bias
@@ -69,6 +77,20 @@ def decoder_to_hf(cfg: DecoderConfig) -> dict:
         hf["sliding_window"] = cfg.sliding_window
     if cfg.family == "qwen2":
         hf["use_sliding_window"] = False
+    if cfg.layer_types is not None:
+        hf.update(layer_types=list(cfg.layer_types), sliding_window=cfg.sliding_window)
+    if cfg.family == "qwen3":
+        hf["use_sliding_window"] = cfg.layer_types is not None
+    if cfg.family in ("gemma2", "gemma3"):
+        del hf["hidden_act"]  # Gemma 2/3 read hidden_activation
+        hf.update(
+            hidden_activation=_HF_ACTS[cfg.act],
+            query_pre_attn_scalar=int(cfg.query_pre_attn_scalar),  # an int in HF's schema
+            attn_logit_softcapping=cfg.attn_softcap,
+            final_logit_softcapping=cfg.final_softcap,
+        )
+    if cfg.family == "gemma3" and cfg.local_rope is not None:
+        hf["rope_local_base_freq"] = cfg.local_rope.theta
     return hf
 
 

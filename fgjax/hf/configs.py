@@ -16,7 +16,10 @@ ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "mistral",
     "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
     "GemmaForCausalLM": "gemma",
+    "Gemma2ForCausalLM": "gemma2",
+    "Gemma3ForCausalLM": "gemma3",
     "SiglipVisionModel": "siglip",
     "SiglipModel": "siglip",  # the vision half of a dual encoder
     "CLIPVisionModel": "clip",
@@ -29,7 +32,10 @@ _MODEL_TYPES = {  # fallback when `architectures` is absent
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
     "gemma": "GemmaForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM",
     "siglip_vision_model": "SiglipVisionModel",
     "siglip": "SiglipModel",
     "clip_vision_model": "CLIPVisionModel",
@@ -54,12 +60,34 @@ _DECODER_DEFAULTS = {
                   num_hidden_layers=32, num_attention_heads=32, hidden_act="silu",
                   max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=False,
                   bos_token_id=None, eos_token_id=None, use_sliding_window=False),
+    "qwen3": dict(vocab_size=151936, hidden_size=4096, intermediate_size=22016,
+                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                  head_dim=128, hidden_act="silu", max_position_embeddings=32768,
+                  rms_norm_eps=1e-6, tie_word_embeddings=False, attention_bias=False,
+                  use_sliding_window=False, sliding_window=4096, max_window_layers=28,
+                  bos_token_id=None, eos_token_id=None),
     "gemma": dict(vocab_size=256000, hidden_size=3072, intermediate_size=24576,
                   num_hidden_layers=28, num_attention_heads=16, head_dim=256,
                   hidden_act="gelu_pytorch_tanh", max_position_embeddings=8192,
                   rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=2, eos_token_id=1,
                   pad_token_id=0, attention_bias=False),
+    "gemma2": dict(vocab_size=256000, hidden_size=2304, intermediate_size=9216,
+                   num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
+                   head_dim=256, hidden_activation="gelu_pytorch_tanh",
+                   max_position_embeddings=8192, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                   bos_token_id=2, eos_token_id=1, pad_token_id=0, attention_bias=False,
+                   query_pre_attn_scalar=256, sliding_window=4096,
+                   final_logit_softcapping=30.0, attn_logit_softcapping=50.0),
+    "gemma3": dict(vocab_size=262208, hidden_size=2304, intermediate_size=9216,
+                   num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
+                   head_dim=256, hidden_activation="gelu_pytorch_tanh",
+                   max_position_embeddings=131072, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                   bos_token_id=2, eos_token_id=1, pad_token_id=0, attention_bias=False,
+                   query_pre_attn_scalar=256, sliding_window=4096, sliding_window_pattern=6,
+                   final_logit_softcapping=None, attn_logit_softcapping=None),
 }  # fmt: skip
+# HF's text model_type -> fgjax family, where they differ
+_DECODER_MODEL_TYPES = {"gemma3_text": "gemma3"}
 _VISION_DEFAULTS = {
     "siglip": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                    num_attention_heads=12, num_channels=3, image_size=224, patch_size=16,
@@ -122,6 +150,26 @@ def _rope(hf: dict) -> RopeConfig:
     if not params:
         params = dict(hf.get("rope_scaling") or {})
         params.setdefault("rope_theta", hf.get("rope_theta", 10000.0))
+    return _rope_from_parameters(params)
+
+
+def _gemma3_ropes(hf: dict) -> tuple[RopeConfig, RopeConfig]:
+    """Gemma 3's (full-layer, sliding-layer) RoPE: v5 `rope_parameters` keyed by layer type, or
+    v4 `rope_theta` + `rope_scaling` (full) and `rope_local_base_freq` (sliding)."""
+    params = hf.get("rope_parameters") or {}
+    if "full_attention" in params or "sliding_attention" in params:
+        full = dict(params.get("full_attention") or {"rope_type": "default"})
+        local = dict(params.get("sliding_attention") or {"rope_type": "default"})
+    else:
+        full = {"rope_type": "default", **(hf.get("rope_scaling") or {})}
+        full.setdefault("rope_theta", hf.get("rope_theta"))
+        local = {"rope_type": "default", "rope_theta": hf.get("rope_local_base_freq")}
+    full["rope_theta"] = full.get("rope_theta") or 1_000_000.0  # transformers' defaults
+    local["rope_theta"] = local.get("rope_theta") or 10_000.0
+    return _rope_from_parameters(full), _rope_from_parameters(local)
+
+
+def _rope_from_parameters(params: dict) -> RopeConfig:
     kind = params.get("rope_type", params.get("type", "default"))
     if kind not in ("default", "linear", "llama3"):
         raise UnsupportedModelError(
@@ -142,11 +190,14 @@ def _rope(hf: dict) -> RopeConfig:
 
 
 def decoder_from_hf(hf: dict) -> DecoderConfig:
-    """A Llama / Mistral / Qwen2 / Gemma config.json dict (or LLaVA text_config) -> DecoderConfig."""
-    family = hf.get("model_type", "llama")
+    """A Llama / Mistral / Qwen2 / Qwen3 / Gemma 1-3 config.json dict (or a VLM's text_config)
+    -> DecoderConfig."""
+    model_type = hf.get("model_type", "llama")
+    family = _DECODER_MODEL_TYPES.get(model_type, model_type)
     if family not in _DECODER_DEFAULTS:
         raise UnsupportedModelError(
-            f"text model_type {family!r} is not supported; use one of {list(_DECODER_DEFAULTS)}"
+            f"text model_type {model_type!r} is not supported; use one of "
+            f"{[m for m in _MODEL_TYPES if m in _DECODER_DEFAULTS or m in _DECODER_MODEL_TYPES]}"
         )
     c = {**_DECODER_DEFAULTS[family], **hf}
     eos = c.get("eos_token_id")
@@ -154,12 +205,21 @@ def decoder_from_hf(hf: dict) -> DecoderConfig:
     head_dim = c.get("head_dim")
     if family == "qwen2" and c.get("use_sliding_window"):
         raise UnsupportedModelError("Qwen2 with use_sliding_window=true is not supported")
-    if family == "gemma":  # transformers reads the legacy "gelu" as the tanh approximation
+    if c.get("use_bidirectional_attention"):
+        raise UnsupportedModelError(
+            f"{model_type} with use_bidirectional_attention=true (an embedding model, not a "
+            "decoder) is not supported"
+        )
+    gemma = family.startswith("gemma")
+    if gemma:  # transformers reads the legacy "gelu" as the tanh approximation
         act = c.get("hidden_activation") or c["hidden_act"]
-        act = "gelu_tanh" if act == "gelu" else _act(act, "gemma")
+        act = "gelu_tanh" if act == "gelu" else _act(act, family)
     else:
         act = _act(c["hidden_act"], family)
     bias = bool(c.get("attention_bias", False))
+    layers = _layer_kinds(family, c)
+    rope, local_rope = _gemma3_ropes(hf) if family == "gemma3" else (_rope(hf), None)
+    window = c.get("sliding_window") if family == "mistral" or layers is not None else None
     return DecoderConfig(
         family=family,
         vocab_size=c["vocab_size"],
@@ -170,20 +230,51 @@ def decoder_from_hf(hf: dict) -> DecoderConfig:
         head_dim=head_dim if head_dim and head_dim != width // heads else None,
         mlp_dim=c["intermediate_size"],
         norm_eps=float(c["rms_norm_eps"]),
-        norm_add_one=family == "gemma",
+        norm_add_one=gemma,
         act=act,
         qkv_bias=family == "qwen2" or bias,
         out_bias=bias,
         mlp_bias=bool(c.get("mlp_bias", False)),
-        rope=_rope(hf),
-        sliding_window=c.get("sliding_window") if family == "mistral" else None,
+        rope=rope,
+        sliding_window=window,
+        qk_norm=family in ("qwen3", "gemma3"),
+        query_pre_attn_scalar=_float(c.get("query_pre_attn_scalar")) if gemma else None,
+        attn_softcap=_float(c.get("attn_logit_softcapping")),
+        sandwich_norm=family in ("gemma2", "gemma3"),
+        layer_types=layers,
+        local_rope=local_rope,
+        final_softcap=_float(c.get("final_logit_softcapping")),
         tie_embeddings=bool(c["tie_word_embeddings"]),
-        embed_scale=family == "gemma",
+        embed_scale=gemma,
         max_positions=c["max_position_embeddings"],
         bos_token_id=c.get("bos_token_id"),
         eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
         pad_token_id=c.get("pad_token_id"),
     )
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _layer_kinds(family: str, c: dict) -> tuple[str, ...] | None:
+    """Per-layer attention kinds as transformers derives them when `layer_types` is absent:
+    Gemma 2 alternates sliding and full layers; Gemma 3 makes every `sliding_window_pattern`-th
+    layer full; Qwen3 slides from `max_window_layers` on, with use_sliding_window only."""
+    depth = c["num_hidden_layers"]
+    if family == "qwen3" and not c.get("use_sliding_window"):
+        return None
+    if c.get("layer_types"):
+        return tuple(c["layer_types"])
+    if family == "gemma2":
+        kinds = [(i + 1) % 2 != 0 for i in range(depth)]
+    elif family == "gemma3":
+        kinds = [(i + 1) % int(c["sliding_window_pattern"]) != 0 for i in range(depth)]
+    elif family == "qwen3":
+        kinds = [i >= c["max_window_layers"] for i in range(depth)]
+    else:
+        return None
+    return tuple("sliding_attention" if k else "full_attention" for k in kinds)
 
 
 def vit_from_hf(hf: dict) -> VitConfig:

@@ -216,7 +216,22 @@ DECODER_RULES = [
     ],
     Rule("final_norm/scale", "model.norm.weight"),
     Rule("lm_head", "lm_head.weight", LINEAR),
+    Rule(f"{_BLOCK}/attn/q_norm/scale", f"{_LM_LAYER}.self_attn.q_norm.weight"),  # Qwen3, Gemma 3
+    Rule(f"{_BLOCK}/attn/k_norm/scale", f"{_LM_LAYER}.self_attn.k_norm.weight"),
 ]
+# Gemma 2/3 norm every branch twice: post_attention_layernorm is the attention output's norm
+# there, and the MLP's input norm is pre_feedforward_layernorm
+SANDWICH_DECODER_RULES = [
+    rule for rule in DECODER_RULES if rule.fg != f"{_BLOCK}/mlp_norm/scale"
+] + [
+    Rule(f"{_BLOCK}/attn_out_norm/scale", f"{_LM_LAYER}.post_attention_layernorm.weight"),
+    Rule(f"{_BLOCK}/mlp_norm/scale", f"{_LM_LAYER}.pre_feedforward_layernorm.weight"),
+    Rule(f"{_BLOCK}/mlp_out_norm/scale", f"{_LM_LAYER}.post_feedforward_layernorm.weight"),
+]
+
+
+def decoder_rules(cfg) -> list:
+    return SANDWICH_DECODER_RULES if cfg.sandwich_norm else DECODER_RULES
 
 
 def projector_rules(num_layers: int) -> list:
@@ -307,7 +322,7 @@ def key_map(arch: str, cfg) -> KeyMap:
             ),
             **_expand(projector_rules(cfg.projector.depth), 0, False, "projector/",
                       "multi_modal_projector."),
-            **_expand(DECODER_RULES, dec.depth, dec.scan_layers, "decoder/", "language_model."),
+            **_expand(decoder_rules(dec), dec.depth, dec.scan_layers, "decoder/", "language_model."),
         }  # fmt: skip
         if dec.tie_embeddings:  # some checkpoints store the tied head anyway; HF ignores it
             ignored.append(r"^language_model\.lm_head\.weight$")
@@ -320,7 +335,7 @@ def key_map(arch: str, cfg) -> KeyMap:
         return KeyMap(entries, ALIASES[kind], ignored)
     if cfg.tie_embeddings:
         ignored.append(r"^lm_head\.weight$")
-    return KeyMap(_expand(DECODER_RULES, cfg.depth, cfg.scan_layers), [], ignored)
+    return KeyMap(_expand(decoder_rules(cfg), cfg.depth, cfg.scan_layers), [], ignored)
 
 
 def hf_tensors(keymap: KeyMap, params: dict):

@@ -124,8 +124,15 @@ def load(
         overrides["dtype"] = compute_dtype
     hf_config = io.read_config(path)
     arch, cfg = configs.from_hf(hf_config, param_dtype=dtype, scan_layers=scan_layers, **overrides)
-    keymap = keymaps.key_map(arch, cfg)
     model = nnx.eval_shape(lambda: build(cfg))
+    fill(model, keymaps.key_map(arch, cfg), path)
+    return model, cfg
+
+
+def fill(model, keymap: keymaps.KeyMap, path) -> None:
+    """Sets every parameter of `model` (abstract, from nnx.eval_shape, or concrete) from the
+    checkpoint directory `path` by `keymap`, one tensor at a time, after matching them all
+    (`match`: nothing is read when a tensor is missing, unexpected or mis-shaped)."""
     params = _param_paths(model)
     with io.Checkpoint(path) as ckpt:
         for path_, (entry, keys) in match(keymap, params, ckpt).items():
@@ -134,7 +141,6 @@ def load(
             # wait for the copy so that the host buffer is freed before the next parameter
             var.set_value(jax.block_until_ready(jnp.asarray(host)))
             del host
-    return model, cfg
 
 
 def save(model, path, *, max_shard_bytes: int = 5 * 2**30) -> None:

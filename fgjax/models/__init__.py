@@ -28,13 +28,14 @@ from fgjax.models.config import (  # noqa: E402
 )
 from fgjax.models.contrastive import ContrastiveConfig, ContrastiveModel, TextTowerConfig  # noqa: E402
 from fgjax.models.decoder import Decoder  # noqa: E402
+from fgjax.models.qwen_vision import Qwen25VisionConfig, Qwen25VisionTower  # noqa: E402
 from fgjax.models.vit import FusedVisionEncoder, VisionEncoder  # noqa: E402
 from fgjax.models.vlm import VLM  # noqa: E402
 
 
 def build(cfg, seed: int = 0):
-    """The module for a config (VitConfig, FusedVitConfig, DecoderConfig, VLMConfig or
-    ContrastiveConfig), with random weights."""
+    """The module for a config (VitConfig, FusedVitConfig, DecoderConfig, VLMConfig,
+    ContrastiveConfig or Qwen25VisionConfig), with random weights."""
     rngs = nnx.Rngs(seed)
     if isinstance(cfg, VLMConfig):
         return VLM(cfg, rngs=rngs)
@@ -46,6 +47,8 @@ def build(cfg, seed: int = 0):
         return FusedVisionEncoder(cfg, rngs=rngs)
     if isinstance(cfg, VitConfig):
         return VisionEncoder(cfg, rngs=rngs)
+    if isinstance(cfg, Qwen25VisionConfig):
+        return Qwen25VisionTower(cfg, rngs=rngs)
     raise TypeError(f"no model for config type {type(cfg).__name__}")
 
 
@@ -70,6 +73,8 @@ __all__ = [
     "FusedVisionEncoder",
     "FusedVitConfig",
     "ProjectorConfig",
+    "Qwen25VisionConfig",
+    "Qwen25VisionTower",
     "RopeConfig",
     "VLMConfig",
     "VisionEncoder",

@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from fgjax.models.config import RopeConfig
-from fgjax.models.layers import at_least_float32
+from fgjax.models.layers import Norm, at_least_float32
 
 # -- masks ------------------------------------------------------------------------------------
 
@@ -100,17 +100,18 @@ def cached_attention_mask(block_mask, input_mask, positions, cache: KVCache, win
     old_part = cache.valid[:, None, :] & (jnp.arange(capacity) < end)[None, None, :]
     valid = jax.lax.dynamic_update_slice(cache.valid, input_mask, (0, end))
     key_positions = jax.lax.dynamic_update_slice(cache.positions, positions, (0, end))
-    mask = old_part | new_part
-    if window is not None:
-        mask &= (positions[:, :, None] - key_positions[:, None, :]) < window
+    mask = window_mask(old_part | new_part, positions, window, key_positions)
     return mask, valid, key_positions
 
 
-def window_mask(mask, positions, window: int | None):
-    """Restricts bool[B, T, T] to keys less than `window` positions back (Mistral)."""
+def window_mask(mask, positions, window: int | None, key_positions=None):
+    """Restricts bool[B, T, S] to keys less than `window` positions back (Mistral, the sliding
+    layers of Gemma 2/3). positions: i32[B, T] of the queries; key_positions: i32[B, S]
+    (default: the queries', S = T)."""
     if window is None:
         return mask
-    return mask & ((positions[:, :, None] - positions[:, None, :]) < window)
+    keys = positions if key_positions is None else key_positions
+    return mask & ((positions[:, :, None] - keys[:, None, :]) < window)
 
 
 # -- rotary position embedding -------------------------------------------------------------
@@ -158,16 +159,25 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 
 class Attention(nnx.Module):
-    """Multi-head / grouped-query attention with optional biases, RoPE and KV cache."""
+    """Multi-head / grouped-query attention with optional biases, qk-norm, RoPE, logit
+    soft-capping and KV cache."""
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
         width, n, k, h = cfg.width, cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
         self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
-        self.scale = h**-0.5
+        scalar = getattr(cfg, "query_pre_attn_scalar", None)
+        self.scale = (h if scalar is None else scalar) ** -0.5
+        self.softcap = getattr(cfg, "attn_softcap", None)
         self.implementation = getattr(cfg, "attention", "auto")
+        if getattr(cfg, "qk_norm", False):  # per head, over head_dim, with the model's norm
+            norm = dict(kind="rmsnorm", eps=cfg.norm_eps, add_one=cfg.norm_add_one,
+                        param_dtype=cfg.params_dtype, rngs=rngs, axis="head_dim")  # fmt: skip
+            self.q_norm, self.k_norm = Norm(h, **norm), Norm(h, **norm)
 
         def fan_in(in_axis, out_axis):  # LeCun-normal over the real fan-in of a 3-D kernel
-            return nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=in_axis, out_axis=out_axis)
+            return nnx.initializers.variance_scaling(
+                1.0, "fan_in", "truncated_normal", in_axis=in_axis, out_axis=out_axis
+            )
 
         def proj(einsum, shape, axes, bias):
             return nnx.Einsum(
@@ -211,12 +221,14 @@ class Attention(nnx.Module):
         """
         source = x if context is None else context
         q, k, v = self.q(x), self.k(source), self.v(source)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if kv is not None:
             k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), (0, end, 0, 0))
             v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), (0, end, 0, 0))
-        out = dot_product_attention(q, k, v, mask, self.scale, self.implementation)
+        out = dot_product_attention(q, k, v, mask, self.scale, self.implementation, self.softcap)
         return self.o(out), (k, v)
 
 
@@ -231,9 +243,10 @@ def resolve_implementation(implementation: str, dtype) -> str:
     return "xla"
 
 
-def dot_product_attention(q, k, v, mask, scale, implementation: str = "reference"):
+def dot_product_attention(q, k, v, mask, scale, implementation="reference", softcap=None):
     """q: [B, T, N, H]; k, v: [B, S, K, H]; mask: bool[B, T, S], a CausalMask or None ->
-    [B, T, N, H].
+    [B, T, N, H]. softcap: Gemma 2's cap on the scaled logits, cap * tanh(logits / cap), which
+    only the reference implements ("auto" picks it then).
 
     implementation "reference" (below), or "xla" / "cudnn": jax.nn.dot_product_attention's, with
     the same mask (causal, padding, prefix-LM, sliding-window and packed masks are all boolean
@@ -242,7 +255,7 @@ def dot_product_attention(q, k, v, mask, scale, implementation: str = "reference
     model); probabilities cast back to the value dtype. Query head n uses KV head n // G, like
     HF's repeat_kv (as jax's grouped-query attention does).
     """
-    implementation = resolve_implementation(implementation, q.dtype)
+    implementation = "reference" if softcap else resolve_implementation(implementation, q.dtype)
     if isinstance(mask, CausalMask):
         if implementation != "reference":
             return jax.nn.dot_product_attention(
@@ -260,6 +273,8 @@ def dot_product_attention(q, k, v, mask, scale, implementation: str = "reference
     q = q.reshape(batch, length, kv_heads, n // kv_heads, h)
     acc = at_least_float32(q.dtype)
     logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=acc) * scale
+    if softcap:
+        logits = jnp.tanh(logits / softcap) * softcap
     if mask is not None:
         logits = jnp.where(mask[:, None, None, :, :], logits, jnp.finfo(acc).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)

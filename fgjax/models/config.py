@@ -17,6 +17,7 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 # "auto": fgjax's reference on CPU and in float64 (parity), jax.nn.dot_product_attention's XLA
 # path on accelerators; "cudnn": its fused cuDNN kernel (GPU, 16-bit dtypes; opt-in)
 ATTENTION = ("auto", "reference", "xla", "cudnn")
+DECODER_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3")
 DTYPES = ("float32", "bfloat16", "float16", "float64")  # float64: references (needs jax_enable_x64)
 
 
@@ -58,7 +59,12 @@ class TransformerConfig:
     layer_scale: bool = False  # DINOv2 LayerScale on both residual branches
     layer_scale_init: float = 1.0
     rope: RopeConfig | None = None
-    sliding_window: int | None = None  # Mistral v0.1
+    sliding_window: int | None = None  # Mistral v0.1 (every layer); Gemma 2/3 (see layer_types)
+    qk_norm: bool = False  # Qwen3, Gemma 3: RMSNorm over head_dim on queries and keys before RoPE
+    # Gemma 2/3: attention scale query_pre_attn_scalar**-0.5 instead of head_dim**-0.5
+    query_pre_attn_scalar: float | None = None
+    attn_softcap: float | None = None  # Gemma 2: attention logits -> cap * tanh(logits / cap)
+    sandwich_norm: bool = False  # Gemma 2/3: also a norm on each branch's output, before the add
     scan_layers: bool = True  # stack layers and lax.scan them: compile time independent of depth
     remat: str = "none"  # rematerialization policy of each block, see REMAT_POLICIES
     attention: str = "auto"  # the attention implementation, see ATTENTION
@@ -96,6 +102,11 @@ class TransformerConfig:
             self.attention in ATTENTION, f"attention={self.attention!r}; choose one of {ATTENTION}"
         )
         _check(self.depth >= 1 and self.width >= 1, "depth and width must be positive")
+        _check(
+            self.attn_softcap is None or self.attention in ("auto", "reference"),
+            f"attn_softcap={self.attn_softcap} needs attention='reference' (or 'auto'): "
+            f"jax.nn.dot_product_attention has no logit soft-capping",
+        )
         _check(
             self.num_heads % self.kv_heads == 0,
             f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.kv_heads}",
@@ -213,9 +224,15 @@ class FusedVitConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DecoderConfig(TransformerConfig):
-    """A decoder-only LM: Llama / Vicuna / Mistral / Qwen2 / Gemma by flags."""
+    """A decoder-only LM: Llama / Vicuna / Mistral / Qwen2 / Qwen3 / Gemma 1-3 by flags.
 
-    family: str = "llama"  # "llama" | "mistral" | "qwen2" | "gemma"
+    `layer_types` gives each layer "full_attention" or "sliding_attention" (Gemma 2/3, as HF's
+    config does); the sliding layers see `sliding_window` keys back and use `local_rope`
+    (Gemma 3's second RoPE base) when set. None: every layer alike (`sliding_window`, if set,
+    applies to all of them, as in Mistral).
+    """
+
+    family: str = "llama"  # see DECODER_FAMILIES
     vocab_size: int = 256
     tie_embeddings: bool = False
     embed_scale: bool = False  # Gemma multiplies embeddings by sqrt(width)
@@ -230,14 +247,42 @@ class DecoderConfig(TransformerConfig):
     out_bias: bool = False
     mlp_bias: bool = False
     rope: RopeConfig | None = RopeConfig()
+    layer_types: tuple[str, ...] | None = None
+    local_rope: RopeConfig | None = None
+    final_softcap: float | None = None  # Gemma 2: LM logits -> cap * tanh(logits / cap)
+
+    @property
+    def sliding_layers(self) -> tuple[bool, ...] | None:
+        """Per layer, whether it attends within the sliding window; None: all layers alike."""
+        if self.layer_types is None:
+            return None
+        return tuple(t == "sliding_attention" for t in self.layer_types)
 
     def validate(self) -> None:
         super().validate()
         _check(
-            self.family in ("llama", "mistral", "qwen2", "gemma"),
-            f"unknown decoder family {self.family!r}",
+            self.family in DECODER_FAMILIES,
+            f"unknown decoder family {self.family!r}; choose one of {DECODER_FAMILIES}",
         )
         _check(self.rope is not None, "decoders need a RopeConfig")
+        if self.layer_types is not None:
+            _check(
+                len(self.layer_types) == self.depth,
+                f"layer_types has {len(self.layer_types)} entries for depth={self.depth}",
+            )
+            unknown = set(self.layer_types) - {"full_attention", "sliding_attention"}
+            _check(
+                not unknown,
+                f"layer_types {sorted(unknown)}: use 'full_attention' or 'sliding_attention'",
+            )
+            _check(
+                self.sliding_window is not None or not any(self.sliding_layers),
+                "layer_types has sliding_attention layers but sliding_window is None",
+            )
+        _check(
+            self.local_rope is None or self.layer_types is not None,
+            "local_rope is the RoPE of the sliding layers: set layer_types too",
+        )
         _check(self.dim_per_head % 2 == 0, "RoPE needs an even head_dim")
 
 

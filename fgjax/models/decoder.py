@@ -1,4 +1,5 @@
-"""Decoder-only language models: Llama / Vicuna / Mistral, Qwen2 and Gemma by config flags.
+"""Decoder-only language models: Llama / Vicuna / Mistral, Qwen2 / Qwen3 and Gemma 1-3 by
+config flags.
 
 Axis legend: B batch, T new tokens, S cache slots, D width, V vocabulary, L layers.
 """
@@ -64,10 +65,13 @@ class Decoder(nnx.Module):
         acc = at_least_float32(dtype)
         if self.cfg.tie_embeddings:
             w = self.embedding[...].astype(dtype)
-            return jnp.einsum("BTD,VD->BTV", x, w, preferred_element_type=acc)
-        return jnp.einsum(
-            "BTD,DV->BTV", x, self.lm_head[...].astype(dtype), preferred_element_type=acc
-        )
+            logits = jnp.einsum("BTD,VD->BTV", x, w, preferred_element_type=acc)
+        else:
+            w = self.lm_head[...].astype(dtype)
+            logits = jnp.einsum("BTD,DV->BTV", x, w, preferred_element_type=acc)
+        if cap := self.cfg.final_softcap:
+            logits = jnp.tanh(logits / cap) * cap
+        return logits
 
     def init_cache(self, batch: int, capacity: int) -> KVCache:
         cfg = self.cfg
@@ -111,23 +115,37 @@ class Decoder(nnx.Module):
             input_mask = jnp.ones((batch, length), bool)
         block_mask = causal_mask(length)[None] if attn_mask is None else attn_mask
         block_mask = jnp.broadcast_to(block_mask, (batch, length, length))
+        # per-layer kinds (Gemma 2/3): the full layers see every earlier key, the sliding
+        # ones a window; otherwise every layer takes `mask` (windowed for Mistral)
+        layered = cfg.sliding_layers is not None
+        window = None if layered else cfg.sliding_window
         fused = resolve_implementation(cfg.attention, cfg.compute_dtype) != "reference"
         if fused and attn_mask is None and cache is None and cfg.sliding_window is None:
             # jax's fused attention gets the causal structure itself (rows are right-padded:
             # every fgjax pipeline pads on the right), not a dense [B, T, T] mask
             mask, kv = CausalMask(input_mask.sum(axis=1).astype(jnp.int32)), None
         elif cache is None:
-            mask = window_mask(block_mask & input_mask[:, None, :], positions, cfg.sliding_window)
+            mask = window_mask(block_mask & input_mask[:, None, :], positions, window)
             kv = None
         else:
             mask, valid, key_positions = cached_attention_mask(
-                block_mask, input_mask, positions, cache, cfg.sliding_window
+                block_mask, input_mask, positions, cache, window
             )
             kv = (cache.k, cache.v)
         rope = rope_tables(positions, rope_inv_freq(cfg.dim_per_head, cfg.rope), cfg.compute_dtype)
+        local = None
+        if layered:
+            keys = None if cache is None else key_positions
+            local_mask = window_mask(mask, positions, cfg.sliding_window, keys)
+            local_rope = rope
+            if cfg.local_rope is not None:
+                inv_freq = rope_inv_freq(cfg.dim_per_head, cfg.local_rope)
+                local_rope = rope_tables(positions, inv_freq, cfg.compute_dtype)
+            local = (local_mask, local_rope)
         h, hidden, kv = self.stack(
-            x, mask=mask, rope=rope, cache_kv=kv, end=start, return_hidden=return_hidden
-        )
+            x, mask=mask, rope=rope, local=local, cache_kv=kv, end=start,
+            return_hidden=return_hidden,
+        )  # fmt: skip
         last = self.final_norm(h)
         new_cache = None
         if cache is not None:

@@ -77,13 +77,21 @@ class Norm(nnx.Module):
     """
 
     def __init__(
-        self, dim: int, *, kind: str, eps: float, add_one: bool = False, param_dtype, rngs: nnx.Rngs
+        self,
+        dim: int,
+        *,
+        kind: str,
+        eps: float,
+        add_one: bool = False,
+        param_dtype,
+        rngs: nnx.Rngs,
+        axis: str = "embed",  # the logical axis of the normalized features ("head_dim": qk-norm)
     ):
         self.kind, self.eps, self.add_one = kind, eps, add_one
         init = nnx.initializers.zeros if add_one else nnx.initializers.ones
-        self.scale = param(rngs, init, (dim,), param_dtype, ("embed",))
+        self.scale = param(rngs, init, (dim,), param_dtype, (axis,))
         if kind == "layernorm":
-            self.bias = param(rngs, nnx.initializers.zeros, (dim,), param_dtype, ("embed",))
+            self.bias = param(rngs, nnx.initializers.zeros, (dim,), param_dtype, (axis,))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         dtype, acc = x.dtype, at_least_float32(x.dtype)

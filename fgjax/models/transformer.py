@@ -34,12 +34,17 @@ def make_norm(cfg: TransformerConfig, rngs: nnx.Rngs) -> Norm:
 
 
 class Block(nnx.Module):
-    """x + attn(norm(x)), then x + mlp(norm(x)); LayerScale on both branches when configured."""
+    """x + attn(norm(x)), then x + mlp(norm(x)); LayerScale on both branches when configured;
+    with `sandwich_norm` (Gemma 2/3) each branch's output is normed too before the add."""
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
         self.attn_norm = make_norm(cfg, rngs)
         self.attn = Attention(cfg, rngs=rngs)
         self.mlp_norm = make_norm(cfg, rngs)
+        self.sandwich_norm = cfg.sandwich_norm
+        if cfg.sandwich_norm:
+            self.attn_out_norm = make_norm(cfg, rngs)
+            self.mlp_out_norm = make_norm(cfg, rngs)
         self.mlp = Mlp(
             cfg.width,
             cfg.mlp_dim,
@@ -59,10 +64,14 @@ class Block(nnx.Module):
     def __call__(self, x, *, mask=None, rope=None, kv=None, end=None):
         """x: [B, T, D] -> ([B, T, D], (k, v))."""
         y, kv = self.attn(self.attn_norm(x), mask=mask, rope=rope, kv=kv, end=end)
+        if self.sandwich_norm:
+            y = self.attn_out_norm(y)
         if self.layer_scale:
             y = y * self.attn_scale[...].astype(y.dtype)
         x = x + y
         y = self.mlp(self.mlp_norm(x))
+        if self.sandwich_norm:
+            y = self.mlp_out_norm(y)
         if self.layer_scale:
             y = y * self.mlp_scale[...].astype(y.dtype)
         return constrain(x + y, ("batch", None, None)), kv
@@ -75,6 +84,8 @@ class Stack(nnx.Module):
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
         self.depth, self.scan, self.remat = cfg.depth, cfg.scan_layers, cfg.remat
+        # per layer: True where it takes the `local` mask and RoPE (sliding-window layers)
+        self.local_layers = getattr(cfg, "sliding_layers", None)
         if cfg.scan_layers:
 
             @nnx.split_rngs(splits=cfg.depth)
@@ -92,6 +103,7 @@ class Stack(nnx.Module):
         *,
         mask=None,
         rope=None,
+        local=None,
         cache_kv=None,
         end=None,
         num_layers=None,
@@ -99,7 +111,9 @@ class Stack(nnx.Module):
     ):
         """Runs the first `num_layers` blocks (default all).
 
-        x: [B, T, D]; cache_kv: optional (k, v) stacked [L, B, S, K, H].
+        x: [B, T, D]; mask and rope as `Attention` takes them; local: the (mask, rope) of the
+        layers `cfg.layer_types` marks sliding (needed when it marks any); cache_kv: optional
+        (k, v) stacked [L, B, S, K, H].
         Returns (x, hidden, cache_kv): hidden is a tuple of each block's output ([B, T, D],
         only when `return_hidden`), cache_kv the updated cache (or None).
         """
@@ -107,8 +121,17 @@ class Stack(nnx.Module):
         if n == 0:
             return x, (), cache_kv
 
-        def run_block(graphdef, state, x, kv):
-            return nnx.merge(graphdef, state)(x, mask=mask, rope=rope, kv=kv, end=end)
+        def run_block(graphdef, state, x, kv, is_local):
+            layer_mask, layer_rope = mask, rope
+            if isinstance(is_local, bool):  # unrolled: each layer knows its kind
+                layer_mask, layer_rope = local if is_local else (mask, rope)
+            elif is_local is not None:  # scanned (or rematerialized): a traced bool per layer
+
+                def pick(full, sliding):
+                    return jax.tree.map(lambda f, s: jnp.where(is_local, s, f), full, sliding)
+
+                layer_mask, layer_rope = pick(mask, local[0]), pick(rope, local[1])
+            return nnx.merge(graphdef, state)(x, mask=layer_mask, rope=layer_rope, kv=kv, end=end)
 
         if self.remat != "none":
             run_block = jax.checkpoint(
@@ -122,7 +145,7 @@ class Stack(nnx.Module):
             hidden, new_kv = [], []
             for i in range(n):
                 kv = None if cache_kv is None else (cache_kv[0][i], cache_kv[1][i])
-                x, kv = run_block(*nnx.split(self.blocks[i]), x, kv)
+                x, kv = run_block(*nnx.split(self.blocks[i]), x, kv, self._is_local(i))
                 hidden.append(x)
                 new_kv.append(kv)
             return x, tuple(hidden) if return_hidden else (), _restack(cache_kv, new_kv, n)
@@ -132,16 +155,25 @@ class Stack(nnx.Module):
             state = jax.tree.map(lambda a: a[:n], state)
 
         def body(x, xs):
-            layer_state, kv = xs
-            x, kv = run_block(graphdef, layer_state, x, kv)
+            layer_state, kv, is_local = xs
+            x, kv = run_block(graphdef, layer_state, x, kv, is_local)
             return x, (x if return_hidden else None, kv if cache_kv is not None else None)
 
         kv_in = None if cache_kv is None else jax.tree.map(lambda a: a[:n], cache_kv)
-        x, (hidden, kv_out) = jax.lax.scan(body, x, (state, kv_in))
+        is_local = None
+        if self._uses_local():
+            is_local = jnp.asarray(self.local_layers[:n])
+        x, (hidden, kv_out) = jax.lax.scan(body, x, (state, kv_in, is_local))
         hidden = tuple(hidden[i] for i in range(n)) if return_hidden else ()
         if cache_kv is not None and n < self.depth:
             kv_out = tuple(jnp.concatenate([new, old[n:]]) for new, old in zip(kv_out, cache_kv))
         return x, hidden, kv_out
+
+    def _uses_local(self) -> bool:
+        return self.local_layers is not None and any(self.local_layers)
+
+    def _is_local(self, i: int) -> bool | None:
+        return self.local_layers[i] if self._uses_local() else None
 
 
 def _restack(cache_kv, new_kv, n):

@@ -25,6 +25,40 @@ LLAMA3_ROPE = dict(
     high_freq_factor=4.0,
     original_max_position_embeddings=16,
 )
+# The 2024-2025 decoders. Windows of 6 keys over 24-token rows, so the sliding layers differ
+# from the full ones; soft caps small enough to bend these random models' logits.
+NEW_FAMILIES = {
+    "qwen3_qk_norm_tied": lambda: tf.Qwen3ForCausalLM(
+        tf.Qwen3Config(**BASE, head_dim=32, tie_word_embeddings=True)
+    ),
+    "qwen3_sliding_from_layer_1": lambda: tf.Qwen3ForCausalLM(
+        tf.Qwen3Config(**BASE, use_sliding_window=True, sliding_window=6, max_window_layers=1)
+    ),
+    "gemma2_softcaps_alternating": lambda: tf.Gemma2ForCausalLM(
+        tf.Gemma2Config(
+            **BASE,
+            head_dim=16,
+            sliding_window=6,
+            query_pre_attn_scalar=24,
+            attn_logit_softcapping=0.2,
+            final_logit_softcapping=0.3,
+        )
+    ),  # fmt: skip
+    "gemma3_two_ropes": lambda: tf.Gemma3ForCausalLM(
+        tf.Gemma3TextConfig(
+            **{**BASE, "num_hidden_layers": 3},
+            head_dim=16,
+            sliding_window=6,
+            sliding_window_pattern=3,
+            query_pre_attn_scalar=20,
+            rope_parameters=GEMMA3_ROPES,
+        )
+    ),  # fmt: skip
+}
+GEMMA3_ROPES = {  # as published: linear scaling on the full layers, a low base on sliding ones
+    "full_attention": dict(rope_type="linear", factor=8.0, rope_theta=1_000_000.0),
+    "sliding_attention": dict(rope_type="default", rope_theta=10_000.0),
+}
 CASES = {
     "llama_gqa": lambda: tf.LlamaForCausalLM(tf.LlamaConfig(**BASE)),
     "llama_tied_llama3_rope": lambda: tf.LlamaForCausalLM(
@@ -40,6 +74,7 @@ CASES = {
     "gemma_mqa": lambda: tf.GemmaForCausalLM(
         tf.GemmaConfig(**{**BASE, "num_key_value_heads": 1}, head_dim=32)
     ),
+    **NEW_FAMILIES,
 }
 TOKENS = ht.tokens(2, 24, BASE["vocab_size"], seed=1)
 
@@ -165,3 +200,69 @@ def test_loading_streams_one_parameter_at_a_time(tmp_path):
         model.stack.blocks.mlp.up.kernel[...][7],
         hf_model.model.layers[7].mlp.up_proj.weight.detach().T,
     )
+
+
+# each feature switched off breaks parity by far more than TOL, so the parity above shows it
+FEATURES_OFF = {
+    "gemma2_softcaps_alternating": [
+        dict(attn_softcap=None),
+        dict(final_softcap=None),
+        dict(query_pre_attn_scalar=None),
+        dict(layer_types=("full_attention",) * 2),
+    ],
+    "gemma3_two_ropes": [
+        dict(local_rope=None),
+        dict(query_pre_attn_scalar=None),
+        dict(layer_types=("full_attention",) * 3),
+    ],
+    "qwen3_sliding_from_layer_1": [dict(layer_types=("full_attention",) * 2)],
+}
+
+
+@pytest.mark.parametrize(
+    "name,off", [(name, off) for name, offs in FEATURES_OFF.items() for off in offs]
+)
+def test_switching_a_feature_off_breaks_parity(saved, name, off):
+    _, path, reference = saved(name)
+    model, _ = fgjax.hf.load(path, **off)
+    err = ht.rel_err(logits(model), reference)
+    print(f"[control] {name} with {off}: {err:.2e}")
+    assert err > 10 * ht.TOL
+
+
+@pytest.mark.parametrize("name", list(NEW_FAMILIES))
+def test_unrolled_new_families(saved, name):
+    """The unrolled stack picks each layer's mask and RoPE in Python, the scan per layer."""
+    _, path, reference = saved(name)
+    model, _ = fgjax.hf.load(path, scan_layers=False)
+    ht.check(f"{name} logits, unrolled layers", logits(model), reference)
+
+
+@nnx.jit
+def _extend(model, tokens, cache):
+    out = model(tokens, cache=cache)
+    return jnp.argmax(out.logits[:, -1], axis=-1).astype(jnp.int32), out.cache
+
+
+def greedy(model, prompt, steps: int) -> np.ndarray:
+    """Greedy decoding with fgjax's KV cache: i32[B, P] -> i32[B, steps]."""
+    cache = model.init_cache(prompt.shape[0], prompt.shape[1] + steps)
+    token, cache = _extend(model, jnp.asarray(prompt), cache)
+    out = [token]
+    for _ in range(steps - 1):
+        token, cache = _extend(model, token[:, None], cache)
+        out.append(token)
+    return np.stack(out, axis=1)
+
+
+@pytest.mark.parametrize("name", ["llama_gqa", *NEW_FAMILIES])
+def test_greedy_generation_equals_transformers_generate(saved, name):
+    """20 tokens after an 8-token prompt: past every sliding window (6), through the cache."""
+    hf_model, path, _ = saved(name)
+    prompt = TOKENS[1][:, :8]
+    settings = tf.GenerationConfig(max_new_tokens=20, do_sample=False, eos_token_id=None)
+    with torch.no_grad():
+        theirs = hf_model.generate(prompt, generation_config=settings, pad_token_id=0)
+    model, _ = fgjax.hf.load(path)
+    ours = greedy(model, prompt.numpy(), 20)
+    np.testing.assert_array_equal(ours, theirs[:, 8:].numpy())

@@ -114,6 +114,73 @@ HF_CONFIGS = {
         rms_norm_eps=1e-06, rope_scaling=None, rope_theta=10000.0, attention_bias=False,
         bos_token_id=2, eos_token_id=1, pad_token_id=0,
     ),
+    # Qwen/Qwen2.5-7B-Instruct (a Qwen2 architecture)
+    "qwen25_7b": dict(
+        architectures=["Qwen2ForCausalLM"], model_type="qwen2", vocab_size=152064,
+        hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+        num_attention_heads=28, num_key_value_heads=4, hidden_act="silu",
+        max_position_embeddings=32768, max_window_layers=28, rms_norm_eps=1e-06,
+        rope_theta=1000000.0, sliding_window=131072, use_sliding_window=False,
+        tie_word_embeddings=False, bos_token_id=151643, eos_token_id=151645,
+    ),
+    # Qwen/Qwen3-8B, Qwen/Qwen3-0.6B
+    "qwen3_8b": dict(
+        architectures=["Qwen3ForCausalLM"], model_type="qwen3", vocab_size=151936,
+        hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, hidden_act="silu", max_position_embeddings=40960,
+        max_window_layers=36, rms_norm_eps=1e-06, rope_scaling=None, rope_theta=1000000,
+        sliding_window=None, use_sliding_window=False, tie_word_embeddings=False,
+        attention_bias=False, bos_token_id=151643, eos_token_id=151645,
+    ),
+    "qwen3_0_6b": dict(
+        architectures=["Qwen3ForCausalLM"], model_type="qwen3", vocab_size=151936,
+        hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, hidden_act="silu", max_position_embeddings=40960,
+        max_window_layers=28, rms_norm_eps=1e-06, rope_scaling=None, rope_theta=1000000,
+        sliding_window=None, use_sliding_window=False, tie_word_embeddings=True,
+        attention_bias=False, bos_token_id=151643, eos_token_id=151645,
+    ),
+    # google/gemma-2-9b, google/gemma-2-27b
+    "gemma2_9b": dict(
+        architectures=["Gemma2ForCausalLM"], model_type="gemma2", vocab_size=256000,
+        hidden_size=3584, intermediate_size=14336, num_hidden_layers=42, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=256, hidden_act="gelu_pytorch_tanh",
+        hidden_activation="gelu_pytorch_tanh", max_position_embeddings=8192,
+        query_pre_attn_scalar=256, rms_norm_eps=1e-06, rope_theta=10000.0, sliding_window=4096,
+        attn_logit_softcapping=50.0, final_logit_softcapping=30.0, attention_bias=False,
+        bos_token_id=2, eos_token_id=1, pad_token_id=0,
+    ),
+    "gemma2_27b": dict(
+        architectures=["Gemma2ForCausalLM"], model_type="gemma2", vocab_size=256000,
+        hidden_size=4608, intermediate_size=36864, num_hidden_layers=46, num_attention_heads=32,
+        num_key_value_heads=16, head_dim=128, hidden_act="gelu_pytorch_tanh",
+        hidden_activation="gelu_pytorch_tanh", max_position_embeddings=8192,
+        query_pre_attn_scalar=144, rms_norm_eps=1e-06, rope_theta=10000.0, sliding_window=4096,
+        attn_logit_softcapping=50.0, final_logit_softcapping=30.0, attention_bias=False,
+        bos_token_id=2, eos_token_id=1, pad_token_id=0,
+    ),
+    # google/gemma-3-1b-pt; the (sparse) text_config of google/gemma-3-4b-pt and -27b-pt,
+    # whose other fields are Gemma3TextConfig's defaults
+    "gemma3_1b": dict(
+        architectures=["Gemma3ForCausalLM"], model_type="gemma3_text", vocab_size=262144,
+        hidden_size=1152, intermediate_size=6912, num_hidden_layers=26, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=256, hidden_activation="gelu_pytorch_tanh",
+        max_position_embeddings=32768, query_pre_attn_scalar=256, rms_norm_eps=1e-06,
+        rope_local_base_freq=10000, rope_scaling=None, rope_theta=1000000, sliding_window=512,
+        sliding_window_pattern=6, attn_logit_softcapping=None, final_logit_softcapping=None,
+        attention_bias=False, bos_token_id=2, eos_token_id=1, pad_token_id=0,
+    ),
+    "gemma3_4b": dict(
+        architectures=["Gemma3ForCausalLM"], model_type="gemma3_text", hidden_size=2560,
+        intermediate_size=10240, num_hidden_layers=34,
+        rope_scaling=dict(factor=8.0, rope_type="linear"), sliding_window=1024,
+    ),
+    "gemma3_27b": dict(
+        architectures=["Gemma3ForCausalLM"], model_type="gemma3_text", head_dim=128,
+        hidden_size=5376, intermediate_size=21504, num_attention_heads=32, num_hidden_layers=62,
+        num_key_value_heads=16, query_pre_attn_scalar=168,
+        rope_scaling=dict(factor=8.0, rope_type="linear"), sliding_window=1024,
+    ),
     # llava-hf/llava-1.5-7b-hf: a sparse text_config (LlamaConfig defaults fill the rest)
     "llava15_7b": dict(
         architectures=["LlavaForConditionalGeneration"], model_type="llava",
@@ -180,7 +247,18 @@ def test_published_config_converts_to_the_preset(name):
     assert sizes(got, want) == want, config_export.diff(want, sizes(got, want))
 
 
-@pytest.mark.parametrize("name", ["dinov2_l14_reg4", "gemma2b", "llama31_8b", "llava15_7b"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "dinov2_l14_reg4",
+        "gemma2b",
+        "llama31_8b",
+        "llava15_7b",
+        "qwen3_8b",
+        "gemma2_9b",
+        "gemma3_4b",
+    ],
+)
 def test_preset_written_as_hf_config_counts_the_same(name):
     """config_export.to_hf(preset) builds the same transformers model as the published config."""
     cfg = preset(name)

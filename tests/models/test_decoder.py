@@ -28,7 +28,9 @@ def unrolled_copy(scanned: models.Decoder) -> models.Decoder:
     return unrolled
 
 
-@pytest.fixture(scope="module", params=["tiny_llama", "tiny_gemma"])
+@pytest.fixture(
+    scope="module", params=["tiny_llama", "tiny_gemma", "tiny_qwen3", "tiny_gemma2", "tiny_gemma3"]
+)
 def decoder(request):
     return models.build(presets.decoder(request.param), seed=0)
 
