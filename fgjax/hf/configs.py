@@ -262,17 +262,19 @@ def _layer_kinds(family: str, c: dict) -> tuple[str, ...] | None:
     Gemma 2 alternates sliding and full layers; Gemma 3 makes every `sliding_window_pattern`-th
     layer full; Qwen3 slides from `max_window_layers` on, with use_sliding_window only."""
     depth = c["num_hidden_layers"]
-    if family == "qwen3" and not c.get("use_sliding_window"):
-        return None
+    if family not in ("qwen3", "gemma2", "gemma3") or (
+        family == "qwen3" and not c.get("use_sliding_window")
+    ):
+        return None  # every layer alike (v5 configs of other families list all as full)
     if c.get("layer_types"):
-        return tuple(c["layer_types"])
-    if family == "gemma2":
+        kinds = [t == "sliding_attention" for t in c["layer_types"]]
+    elif family == "gemma2":
         kinds = [(i + 1) % 2 != 0 for i in range(depth)]
     elif family == "gemma3":
         kinds = [(i + 1) % int(c["sliding_window_pattern"]) != 0 for i in range(depth)]
-    elif family == "qwen3":
-        kinds = [i >= c["max_window_layers"] for i in range(depth)]
     else:
+        kinds = [i >= c["max_window_layers"] for i in range(depth)]
+    if not any(kinds):
         return None
     return tuple("sliding_attention" if k else "full_attention" for k in kinds)
 
