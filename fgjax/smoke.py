@@ -19,6 +19,7 @@ REAL_PRESETS = {
     "CLIP ViT-L/14-336": lambda: presets.encoder("clip_l336"),
     "SigLIP So400m/14-384": lambda: presets.encoder("siglip_so400m384"),
     "DINOv2 L/14 + 4 registers": lambda: presets.encoder("dinov2_l14_reg4"),
+    "DINOv3 ViT-L/16 (4 registers, RoPE)": lambda: presets.encoder("dinov3_l16"),
     "DFN-CLIP ViT-H/14-378": lambda: presets.encoder("dfn_h378"),
     "Llama-3-8B": lambda: presets.decoder("llama3_8b"),
     "Qwen2-7B": lambda: presets.decoder("qwen2_7b"),
@@ -31,8 +32,12 @@ def main() -> None:
     model = models.build(cfg)
     n_img = cfg.num_image_tokens
     text = np.random.RandomState(0).randint(3, cfg.image_token_id, (2, 12))
-    tokens = np.concatenate([text[:, :2], np.full((2, n_img), cfg.image_token_id), text[:, 2:]], axis=1)
-    images = jax.random.normal(jax.random.key(0), (2, cfg.encoder.resolution, cfg.encoder.resolution, 3))
+    tokens = np.concatenate(
+        [text[:, :2], np.full((2, n_img), cfg.image_token_id), text[:, 2:]], axis=1
+    )
+    images = jax.random.normal(
+        jax.random.key(0), (2, cfg.encoder.resolution, cfg.encoder.resolution, 3)
+    )
 
     forward = nnx.jit(lambda m, t, im: m(t, im))
     out = forward(model, jnp.asarray(tokens, jnp.int32), images)

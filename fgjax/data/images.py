@@ -63,9 +63,14 @@ FAMILY_DEFAULTS = {
     "clip": (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, "resize_crop"),
     "siglip": (SIGLIP_MEAN, SIGLIP_STD, "resize_naive"),
     "dinov2": (IMAGENET_MEAN, IMAGENET_STD, "resize_crop"),
+    "dinov3": (IMAGENET_MEAN, IMAGENET_STD, "resize_naive"),
 }
 # DINOv2's HF processor resizes the shortest side to 256 and crops 224 (crop fraction 0.875).
 DINOV2_CROP_FRACTION = 0.875
+# DINOv3's squashes to S x S, bilinear (its eval transform). Its HF processor is torchvision
+# only (it resizes float pixels with antialias); we resize the uint8 image with PIL, as the
+# PIL processors do, which can differ by a grey level (see the module docstring).
+DINOV3_RESAMPLE = "bilinear"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,11 +133,12 @@ Configs = PreprocessConfig | Sequence[PreprocessConfig]
 def preprocess_config_for(vit_cfg: Any, mode: str | None = None, **overrides) -> Configs:
     """The preprocessing a `VitConfig` (or `FusedVitConfig`) expects, at its input resolution.
 
-    mode None takes the family's HF default (CLIP/DINOv2 "resize_crop", SigLIP
-    "resize_naive"; DINOv2 resizes the shortest side to size/0.875 first, 256 for 224). A fused
-    encoder gets one config per tower, all with the same geometry (mode None means
-    "resize_naive", Prismatic's default) because its towers' patch features are concatenated
-    position by position. `overrides` replace fields (e.g. `resize_size=224`).
+    mode None takes the family's HF default (CLIP/DINOv2 "resize_crop", SigLIP/DINOv3
+    "resize_naive"; DINOv2 resizes the shortest side to size/0.875 first, 256 for 224; DINOv3
+    resamples bilinearly, the others bicubically). A fused encoder gets one config per
+    tower, all with the same mode (None means "resize_naive", Prismatic's default) because
+    its towers' patch features are concatenated position by position. `overrides` replace
+    fields (e.g. `resize_size=224`).
     """
     towers = getattr(vit_cfg, "towers", None)
     if towers is not None:
@@ -147,6 +153,8 @@ def preprocess_config_for(vit_cfg: Any, mode: str | None = None, **overrides) ->
     if vit_cfg.family == "dinov2" and mode == "resize_crop":
         resize_size = int(size / DINOV2_CROP_FRACTION)
     fields = dict(size=size, mode=mode, mean=mean, std=std, resize_size=resize_size)
+    if vit_cfg.family == "dinov3":
+        fields["resample"] = DINOV3_RESAMPLE
     return PreprocessConfig(**{**fields, **overrides})
 
 

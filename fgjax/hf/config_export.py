@@ -112,6 +112,9 @@ def vit_to_hf(cfg: VitConfig) -> dict:
     elif cfg.family == "clip":
         arch, model_type = "CLIPVisionModel", "clip_vision_model"
         hf.update(intermediate_size=cfg.mlp_dim)
+    elif cfg.family == "dinov3":
+        arch, model_type = "DINOv3ViTModel", "dinov3_vit"
+        hf.update(_dinov3_fields(cfg))
     else:
         registers = cfg.num_registers > 0 or cfg.pos_interp == "bicubic_aa"
         arch = "Dinov2WithRegistersModel" if registers else "Dinov2Model"
@@ -128,6 +131,23 @@ def vit_to_hf(cfg: VitConfig) -> dict:
         else:
             hf["use_mask_token"] = cfg.mask_token
     return {"architectures": [arch], "model_type": model_type, **hf}
+
+
+def _dinov3_fields(cfg: VitConfig) -> dict:
+    if cfg.rope is None:
+        raise UnsupportedModelError("a DINOv3 tower has 2-D RoPE positions: set rope")
+    return dict(
+        intermediate_size=cfg.mlp_dim,
+        use_gated_mlp=cfg.mlp == "gated",
+        query_bias=cfg.qkv_bias,
+        key_bias=cfg.qkv_bias if cfg.key_bias is None else cfg.key_bias,
+        value_bias=cfg.qkv_bias,
+        proj_bias=cfg.out_bias,
+        mlp_bias=cfg.mlp_bias,
+        layerscale_value=cfg.layer_scale_init,
+        num_register_tokens=cfg.num_registers,
+        rope_theta=cfg.rope.theta,
+    )
 
 
 def vlm_to_hf(cfg: VLMConfig) -> dict:

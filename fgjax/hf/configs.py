@@ -26,6 +26,7 @@ ARCHITECTURES = {
     "CLIPModel": "clip",
     "Dinov2Model": "dinov2",
     "Dinov2WithRegistersModel": "dinov2",
+    "DINOv3ViTModel": "dinov3",
     "LlavaForConditionalGeneration": "llava",
 }
 _MODEL_TYPES = {  # fallback when `architectures` is absent
@@ -42,6 +43,7 @@ _MODEL_TYPES = {  # fallback when `architectures` is absent
     "clip": "CLIPModel",
     "dinov2": "Dinov2Model",
     "dinov2_with_registers": "Dinov2WithRegistersModel",
+    "dinov3_vit": "DINOv3ViTModel",
     "llava": "LlavaForConditionalGeneration",
 }
 
@@ -99,12 +101,19 @@ _VISION_DEFAULTS = {
                    hidden_act="gelu", layer_norm_eps=1e-6, image_size=224, patch_size=14,
                    num_channels=3, qkv_bias=True, layerscale_value=1.0, use_swiglu_ffn=False,
                    use_mask_token=True, num_register_tokens=0),
+    "dinov3": dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=12,
+                   num_attention_heads=6, hidden_act="gelu", layer_norm_eps=1e-5,
+                   rope_theta=100.0, image_size=224, patch_size=16, num_channels=3,
+                   query_bias=True, key_bias=False, value_bias=True, proj_bias=True,
+                   mlp_bias=True, layerscale_value=1.0, use_gated_mlp=False,
+                   num_register_tokens=0),
 }  # fmt: skip
 _VISION_MODEL_TYPES = {
     "siglip_vision_model": "siglip",
     "clip_vision_model": "clip",
     "dinov2": "dinov2",
     "dinov2_with_registers": "dinov2",
+    "dinov3_vit": "dinov3",
 }
 
 _ACTS = {
@@ -280,7 +289,7 @@ def _layer_kinds(family: str, c: dict) -> tuple[str, ...] | None:
 
 
 def vit_from_hf(hf: dict) -> VitConfig:
-    """A SigLIP / CLIP / DINOv2 vision config dict -> VitConfig."""
+    """A SigLIP / CLIP / DINOv2 / DINOv3 vision config dict -> VitConfig."""
     family = _VISION_MODEL_TYPES.get(hf.get("model_type"))
     if family is None:
         raise UnsupportedModelError(
@@ -312,6 +321,8 @@ def vit_from_hf(hf: dict) -> VitConfig:
             **common, mlp_dim=c["intermediate_size"], class_token=True, patch_bias=False,
             pre_norm=True, post_norm="pooled", pool="cls",
         )  # fmt: skip
+    if family == "dinov3":
+        return _dinov3_from_hf(c, common)
     if c["use_swiglu_ffn"]:
         raise UnsupportedModelError("DINOv2 with use_swiglu_ffn=true (giant) is not supported")
     registers = hf.get("model_type") == "dinov2_with_registers"
@@ -329,6 +340,37 @@ def vit_from_hf(hf: dict) -> VitConfig:
         # transformers resamples DINOv2 positions with plain bicubic, the registers variant
         # with antialias=True
         pos_interp="bicubic_aa" if registers else "bicubic",
+    )
+
+
+def _dinov3_from_hf(c: dict, common: dict) -> VitConfig:
+    """DINOv3ViTModel: CLS + registers, 2-D RoPE (no position table), LayerScale, a plain or
+    gated MLP, separate q/k/v/o bias switches. Its pos_embed_shift/jitter/rescale and
+    drop_path_rate act in training mode only: fgjax runs the eval path."""
+    for key in ("image_size", "patch_size"):
+        if not isinstance(c[key], int):
+            raise UnsupportedModelError(f"DINOv3 with a non-square {key}={c[key]} is not supported")
+    if c["query_bias"] != c["value_bias"]:
+        raise UnsupportedModelError(
+            f"DINOv3 with query_bias={c['query_bias']} but value_bias={c['value_bias']} is not "
+            "supported: fgjax's qkv_bias covers both (key_bias is separate)"
+        )
+    return VitConfig(
+        **common,
+        mlp_dim=c["intermediate_size"],
+        mlp="gated" if c["use_gated_mlp"] else "plain",
+        qkv_bias=bool(c["query_bias"]),
+        key_bias=None if c["key_bias"] == c["query_bias"] else bool(c["key_bias"]),
+        out_bias=bool(c["proj_bias"]),
+        mlp_bias=bool(c["mlp_bias"]),
+        class_token=True,
+        num_registers=c["num_register_tokens"],
+        layer_scale=True,
+        layer_scale_init=float(c["layerscale_value"]),
+        mask_token=True,
+        rope=RopeConfig(theta=float(c["rope_theta"])),
+        post_norm="last",
+        pool="cls",
     )
 
 

@@ -63,7 +63,7 @@ def unsupported_reason(cfg) -> str | None:
     tower = cfg.encoder if isinstance(cfg, VLMConfig) else cfg
     if (
         isinstance(tower, VitConfig)
-        and tower.family != "dinov2"
+        and tower.family not in ("dinov2", "dinov3")  # HF resamples / rotates at any size
         and tower.resolution != tower.image_size
     ):
         return (

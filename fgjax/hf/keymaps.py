@@ -201,6 +201,31 @@ DINOV2_RULES = [
     *_norm("post_norm", "layernorm"),
 ]
 
+_DINO3_LAYER = "layer.{i}"  # as published; transformers 5 names it model.layer.{i} in memory
+DINOV3_RULES = [
+    Rule("patch_embed/kernel", "embeddings.patch_embeddings.weight", CONV),
+    Rule("patch_embed/bias", "embeddings.patch_embeddings.bias"),
+    Rule("cls_token", "embeddings.cls_token", lead_ones(2)),
+    Rule("mask_token", "embeddings.mask_token", lead_ones(2)),
+    Rule("registers", "embeddings.register_tokens", lead_ones(1)),
+    *_norm(f"{_BLOCK}/attn_norm", f"{_DINO3_LAYER}.norm1"),
+    *_attention(
+        f"{_BLOCK}/attn", f"{_DINO3_LAYER}.attention", ("q_proj", "k_proj", "v_proj", "o_proj")
+    ),
+    Rule(f"{_BLOCK}/attn_scale", f"{_DINO3_LAYER}.layer_scale1.lambda1"),
+    *_norm(f"{_BLOCK}/mlp_norm", f"{_DINO3_LAYER}.norm2"),
+    # plain MLP: up_proj -> act -> down_proj; gated (SwiGLU): the Llama names
+    *_dense(f"{_BLOCK}/mlp/fc1", f"{_DINO3_LAYER}.mlp.up_proj"),
+    *_dense(f"{_BLOCK}/mlp/fc2", f"{_DINO3_LAYER}.mlp.down_proj"),
+    *[
+        rule
+        for name in ("gate", "up", "down")
+        for rule in _dense(f"{_BLOCK}/mlp/{name}", f"{_DINO3_LAYER}.mlp.{name}_proj")
+    ],
+    Rule(f"{_BLOCK}/mlp_scale", f"{_DINO3_LAYER}.layer_scale2.lambda1"),
+    *_norm("post_norm", "norm"),
+]
+
 _LM_LAYER = "model.layers.{i}"
 DECODER_RULES = [
     Rule("embedding", "model.embed_tokens.weight"),
@@ -250,6 +275,7 @@ ALIASES = {
     "siglip": [(r"^(?!vision_model\.)", "vision_model.")],  # transformers 5 drops the prefix
     "clip": [(r"^(?!vision_model\.)", "vision_model.")],
     "dinov2": _DINOV2_ALIASES,
+    "dinov3": [(r"^model\.layer\.", "layer.")],  # transformers 5's in-memory names
     "llava": [  # the 4.52+ layout, then towers saved without `vision_model.`
         (r"^model\.language_model\.", "language_model.model."),
         (r"^lm_head\.", "language_model.lm_head."),
@@ -258,6 +284,8 @@ ALIASES = {
         (r"^vision_tower\.(?!vision_model\.)", "vision_tower.vision_model."),
     ],
 }
+# a LLaVA's DINO tower has no vision_model submodule: its keys are vision_tower.* in every layout
+_LLAVA_DINO_ALIASES = ALIASES["llava"][:-1]
 # keys that are not parameters (buffers) or belong to parts fgjax does not build
 IGNORED = [r"(^|\.)position_ids$", r"rotary_emb\.inv_freq$"]
 _DUAL_ENCODER_IGNORED = [r"^text_model\.", r"^logit_(scale|bias)$", r"^(text|visual)_projection\."]
@@ -307,7 +335,7 @@ def _expand(rules, depth: int, scanned: bool, fg_prefix: str = "", hf_prefix: st
 
 
 def _vit_rules(cfg):
-    return DINOV2_RULES if cfg.family == "dinov2" else SIGLIP_CLIP_RULES
+    return {"dinov2": DINOV2_RULES, "dinov3": DINOV3_RULES}.get(cfg.family, SIGLIP_CLIP_RULES)
 
 
 def key_map(arch: str, cfg) -> KeyMap:
@@ -316,21 +344,23 @@ def key_map(arch: str, cfg) -> KeyMap:
     ignored = list(IGNORED)
     if isinstance(cfg, VLMConfig):
         enc, dec = cfg.encoder, cfg.decoder
+        dino = getattr(enc, "family", None) in ("dinov2", "dinov3")
+        tower = "vision_tower." if dino else "vision_tower.vision_model."
         entries = {
-            **_expand(
-                _vit_rules(enc), enc.depth, enc.scan_layers, "encoder/", "vision_tower.vision_model."
-            ),
+            **_expand(_vit_rules(enc), enc.depth, enc.scan_layers, "encoder/", tower),
             **_expand(projector_rules(cfg.projector.depth), 0, False, "projector/",
                       "multi_modal_projector."),
             **_expand(decoder_rules(dec), dec.depth, dec.scan_layers, "decoder/", "language_model."),
         }  # fmt: skip
         if dec.tie_embeddings:  # some checkpoints store the tied head anyway; HF ignores it
             ignored.append(r"^language_model\.lm_head\.weight$")
-        return KeyMap(entries, ALIASES["llava"], ignored)
-    if kind in ("siglip", "clip", "dinov2"):
-        prefix = "" if kind == "dinov2" else "vision_model."
+        return KeyMap(entries, _LLAVA_DINO_ALIASES if dino else ALIASES["llava"], ignored)
+    if kind in ("siglip", "clip", "dinov2", "dinov3"):
+        prefix = "" if kind in ("dinov2", "dinov3") else "vision_model."
         if arch in ("SiglipModel", "CLIPModel"):
             ignored += _DUAL_ENCODER_IGNORED
+        if kind == "dinov3" and not cfg.num_registers:  # HF keeps an empty [1, 0, D] tensor
+            ignored.append(r"^embeddings\.register_tokens$")
         entries = _expand(_vit_rules(cfg), cfg.depth, cfg.scan_layers, "", prefix)
         return KeyMap(entries, ALIASES[kind], ignored)
     if cfg.tie_embeddings:

@@ -193,9 +193,11 @@ class Attention(nnx.Module):
             )
 
         self.q = proj("BTD,DNH->BTNH", (width, n, h), ("embed", "heads", "head_dim"), cfg.qkv_bias)
+        key_bias = getattr(cfg, "key_bias", None)  # a ViT field: DINOv3 has no key bias
         self.k = proj(
-            "BSD,DKH->BSKH", (width, k, h), ("embed", "kv_heads", "head_dim"), cfg.qkv_bias
-        )
+            "BSD,DKH->BSKH", (width, k, h), ("embed", "kv_heads", "head_dim"),
+            cfg.qkv_bias if key_bias is None else key_bias,
+        )  # fmt: skip
         self.v = proj(
             "BSD,DKH->BSKH", (width, k, h), ("embed", "kv_heads", "head_dim"), cfg.qkv_bias
         )

@@ -118,16 +118,23 @@ class TransformerConfig:
             )
 
 
+VIT_FAMILIES = ("siglip", "clip", "dinov2", "dinov3")
+
+
 @dataclasses.dataclass(frozen=True)
 class VitConfig(TransformerConfig):
-    """A ViT vision tower. Variants (SigLIP, CLIP, DINOv2) differ only in these flags.
+    """A ViT vision tower. Variants (SigLIP, CLIP, DINOv2, DINOv3) differ only in these flags.
+
+    Positions: a learned table over `image_size` (resampled for other input sizes), or, with
+    `rope` set (DINOv3), no table but 2-D RoPE on the patch tokens (prefix tokens unrotated),
+    which takes any input size as it is.
 
     Feature selection for a VLM: `feature_layer` indexes the hidden-state list the way HF
     does (0 = embeddings, -1 = last block output, -2 = the one before; a tuple concatenates
     several along channels); `keep_prefix` keeps the CLS and register tokens.
     """
 
-    family: str = "siglip"  # "siglip" | "clip" | "dinov2": for HF import/export and preprocessing
+    family: str = "siglip"  # one of VIT_FAMILIES: for HF import/export and preprocessing
     image_size: int = 32  # the size the position embeddings were trained for
     input_size: int | None = None  # the size fed to the tower, if different (positions resampled)
     patch_size: int = 8
@@ -142,6 +149,7 @@ class VitConfig(TransformerConfig):
     pool: str | None = None  # "map": SigLIP attention-pooling head | "cls" | None
     mask_token: bool = False  # DINOv2's (unused at inference) mask token parameter
     pos_interp: str = "bicubic"  # pos-emb resampling at other resolutions: "bicubic" | "bicubic_aa"
+    key_bias: bool | None = None  # None: as qkv_bias; DINOv3 has q and v biases but no k bias
     feature_layer: int | tuple[int, ...] = -2
     keep_prefix: bool = False
 
@@ -180,7 +188,16 @@ class VitConfig(TransformerConfig):
 
     def validate(self) -> None:
         super().validate()
-        _check(self.family in ("siglip", "clip", "dinov2"), f"unknown ViT family {self.family!r}")
+        _check(
+            self.family in VIT_FAMILIES,
+            f"unknown ViT family {self.family!r}; choose one of {VIT_FAMILIES}",
+        )
+        if self.rope is not None:  # DINOv3: half of head_dim per image axis, in cos/sin pairs
+            _check(
+                self.rope.rope_type == "default",
+                f"ViT RoPE takes rope_type 'default', not {self.rope.rope_type!r}",
+            )
+            _check(self.dim_per_head % 4 == 0, "2-D RoPE needs head_dim divisible by 4")
         _check(
             self.resolution >= self.patch_size,
             f"input size {self.resolution} is smaller than patch_size={self.patch_size}",

@@ -42,6 +42,17 @@ def _dinov2(**kw) -> VitConfig:
     return VitConfig(**{**base, **kw})
 
 
+def _dinov3(**kw) -> VitConfig:
+    """DINOv3 ViT (transformers' DINOv3ViTModel): CLS + 4 registers, 2-D RoPE (theta 100) and
+    no position table, LayerScale, no key bias; the +-sized models use a SwiGLU MLP."""
+    base = dict(
+        family="dinov3", act="gelu", norm_eps=1e-5, class_token=True, num_registers=4,
+        layer_scale=True, mask_token=True, post_norm="last", pool="cls", key_bias=False,
+        rope=RopeConfig(theta=100.0), image_size=224, patch_size=16,
+    )  # fmt: skip
+    return VitConfig(**{**base, **kw})
+
+
 ENCODERS = {
     # google/siglip-so400m-patch14-384 (27 x 27 patches; 384 is not a multiple of 14)
     "siglip_so400m384": lambda: _siglip(
@@ -85,6 +96,19 @@ ENCODERS = {
         patch_size=14,
         input_size=224,
     ),
+    # facebook/dinov3-vits16-pretrain-lvd1689m, -vitb16-, -vitl16- (RoPE: any input size)
+    "dinov3_s16": lambda: _dinov3(width=384, depth=12, num_heads=6, mlp_dim=1536),
+    "dinov3_b16": lambda: _dinov3(width=768, depth=12, num_heads=12, mlp_dim=3072),
+    "dinov3_l16": lambda: _dinov3(width=1024, depth=24, num_heads=16, mlp_dim=4096),
+    # google/siglip2-so400m-patch14-384, google/siglip2-base-patch16-224: the fixed-resolution
+    # SigLIP 2 towers are SigLIP's architecture (SiglipModel checkpoints); only the weights
+    # differ. (The NaFlex variable-resolution Siglip2VisionModel is not implemented.)
+    "siglip2_so400m384": lambda: _siglip(
+        width=1152, depth=27, num_heads=16, mlp_dim=4304, image_size=384, patch_size=14
+    ),
+    "siglip2_b16_224": lambda: _siglip(
+        width=768, depth=12, num_heads=12, mlp_dim=3072, image_size=224, patch_size=16
+    ),
     # tiny towers for tests and the CPU study
     "tiny_siglip": lambda: _siglip(
         width=32, depth=2, num_heads=4, mlp_dim=64, image_size=32, patch_size=8
@@ -101,6 +125,9 @@ ENCODERS = {
         patch_size=8,
         num_registers=2,
         pos_interp="bicubic_aa",
+    ),
+    "tiny_dinov3": lambda: _dinov3(
+        width=32, depth=2, num_heads=4, mlp_dim=64, image_size=32, patch_size=8, num_registers=2
     ),
 }
 

@@ -1,18 +1,21 @@
-"""Vision towers: one ViT implementation whose flags give SigLIP, CLIP and DINOv2, plus a
-fused encoder that concatenates several towers' patch features (Prismatic).
+"""Vision towers: one ViT implementation whose flags give SigLIP, CLIP, DINOv2 and DINOv3,
+plus a fused encoder that concatenates several towers' patch features (Prismatic).
 
 Inputs are NHWC float32 images already normalized by the tower's preprocessing.
 Outputs follow transformers: `hidden_states[0]` is the embedding output (after CLIP's
 pre-norm), `hidden_states[i]` the output of block i (never post-normed), and
-`last_hidden_state` is post-normed for SigLIP and DINOv2 but not for CLIP.
+`last_hidden_state` is post-normed for SigLIP and DINOv2/3 but not for CLIP. DINOv3 has no
+position table: its queries and keys are rotated by 2-D RoPE on the patch tokens only.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from fgjax.models.attention import Attention
@@ -25,7 +28,7 @@ class VitOutput(NamedTuple):
     last_hidden_state: jax.Array  # [B, P + N, D], P prefix (CLS, registers) and N patch tokens
     pooled: (
         jax.Array | None
-    )  # [B, D]: MAP head (SigLIP), post-normed CLS (CLIP), normed CLS (DINOv2)
+    )  # [B, D]: MAP head (SigLIP), post-normed CLS (CLIP), normed CLS (DINOv2/3)
     hidden_states: tuple[jax.Array, ...]  # depth + 1 arrays [B, P + N, D], when requested
 
 
@@ -55,6 +58,32 @@ class MapHead(nnx.Module):
         return y[:, 0]
 
 
+def patch_rope(cfg: VitConfig, grid_h: int, grid_w: int) -> tuple[jax.Array, jax.Array]:
+    """DINOv3's 2-D RoPE for a grid_h x grid_w patch grid: (cos, sin), each [1, P + N, H] in
+    the compute dtype (P prefix tokens, N = grid_h * grid_w patches, H = head_dim).
+
+    As transformers' DINOv3ViTRopePositionEmbedding at inference, in float32: patch centres
+    ((i + 0.5) / grid) mapped to [-1, 1] per axis, H/4 frequencies theta**(-4j/H), angles
+    2 pi coord freq laid out [y freqs, x freqs] twice (rotate-half pairs dim j with j + H/2).
+    The coordinates depend on the grid alone, so any input size works as it is. The prefix
+    rows are cos 1, sin 0: `apply_rope` then returns those tokens exactly unrotated. Training
+    augmentations of the coordinates (HF's pos_embed_shift/jitter/rescale) are not applied.
+    """
+    head_dim, num_prefix = cfg.dim_per_head, cfg.num_prefix_tokens
+    # torch.arange(0, 1, 4 / H) in float32: steps computed in float64, then rounded
+    exponent = (np.arange(head_dim // 4) * (4 / head_dim)).astype(np.float32)
+    inv_freq = np.float32(1) / np.float32(cfg.rope.theta) ** exponent  # [H/4]
+    ys = np.arange(0.5, grid_h, dtype=np.float32) / np.float32(grid_h)
+    xs = np.arange(0.5, grid_w, dtype=np.float32) / np.float32(grid_w)
+    coords = np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)  # [N, (y, x)]
+    coords = np.float32(2) * coords - np.float32(1)
+    angles = np.float32(2 * math.pi) * coords[:, :, None] * inv_freq  # [N, 2, H/4]
+    angles = np.tile(angles.reshape(len(coords), -1), 2)  # [N, H]
+    cos = np.concatenate([np.ones((num_prefix, head_dim), np.float32), np.cos(angles)])
+    sin = np.concatenate([np.zeros((num_prefix, head_dim), np.float32), np.sin(angles)])
+    return tuple(jnp.asarray(t[None], cfg.compute_dtype) for t in (cos, sin))
+
+
 class VisionEncoder(nnx.Module):
     """A ViT tower configured by `VitConfig` (see config.py for the flags)."""
 
@@ -82,8 +111,10 @@ class VisionEncoder(nnx.Module):
             self.registers = param(rngs, init, (cfg.num_registers, width), pdtype, (None, "embed"))
         if cfg.mask_token:
             self.mask_token = param(rngs, nnx.initializers.zeros, (width,), pdtype, ("embed",))
-        num_positions = cfg.grid_size**2 + int(cfg.class_token)
-        self.pos_embed = param(rngs, init, (num_positions, width), pdtype, ("position", "embed"))
+        if cfg.rope is None:  # a learned position table (RoPE towers have none)
+            num_positions = cfg.grid_size**2 + int(cfg.class_token)
+            shape, axes = (num_positions, width), ("position", "embed")
+            self.pos_embed = param(rngs, init, shape, pdtype, axes)
         if cfg.pre_norm:
             self.pre_norm = make_norm(cfg, rngs)
         self.stack = Stack(cfg, rngs=rngs)
@@ -94,21 +125,20 @@ class VisionEncoder(nnx.Module):
 
     def embed(self, images: jax.Array) -> jax.Array:
         """images: f32[B, H, W, C] -> [B, P + N, D]; positions resampled if H, W differ from
-        the configured size (bicubic in float32, as transformers does for DINOv2)."""
+        the configured size (bicubic in float32, as transformers does for DINOv2). RoPE
+        towers add no positions here (see `rope_tables`)."""
         cfg = self.cfg
         x = self.patch_embed(images.astype(cfg.compute_dtype))
         batch, h, w, width = x.shape
         x = x.reshape(batch, h * w, width)
-        pos = self.pos_embed[...]
-        cls_pos, patch_pos = (pos[:1], pos[1:]) if cfg.class_token else (None, pos)
-        if (h, w) != (cfg.grid_size, cfg.grid_size):
-            grid = patch_pos.reshape(cfg.grid_size, cfg.grid_size, width)
-            grid = resize_bicubic(grid, (h, w), antialias=cfg.pos_interp == "bicubic_aa")
-            patch_pos = grid.reshape(h * w, width).astype(pos.dtype)
-        x = x + patch_pos.astype(x.dtype)
+        cls_pos = None
+        if cfg.rope is None:
+            cls_pos, patch_pos = self._position_table(h, w)
+            x = x + patch_pos.astype(x.dtype)
         prefix = []
         if cfg.class_token:
-            prefix.append(self.cls_token[...][None, :] + cls_pos)
+            cls = self.cls_token[...][None, :]
+            prefix.append(cls if cls_pos is None else cls + cls_pos)
         if cfg.num_registers:
             prefix.append(self.registers[...])
         if prefix:
@@ -118,10 +148,29 @@ class VisionEncoder(nnx.Module):
             x = self.pre_norm(x)
         return x
 
+    def _position_table(self, h: int, w: int) -> tuple[jax.Array | None, jax.Array]:
+        """(CLS position [1, D] or None, patch positions [h * w, D]) of the learned table."""
+        cfg = self.cfg
+        pos = self.pos_embed[...]
+        cls_pos, patch_pos = (pos[:1], pos[1:]) if cfg.class_token else (None, pos)
+        if (h, w) != (cfg.grid_size, cfg.grid_size):
+            grid = patch_pos.reshape(cfg.grid_size, cfg.grid_size, pos.shape[-1])
+            grid = resize_bicubic(grid, (h, w), antialias=cfg.pos_interp == "bicubic_aa")
+            patch_pos = grid.reshape(h * w, pos.shape[-1]).astype(pos.dtype)
+        return cls_pos, patch_pos
+
+    def rope_tables(self, images: jax.Array) -> tuple[jax.Array, jax.Array] | None:
+        """The (cos, sin) tables of a RoPE tower for the size of `images` (else None)."""
+        cfg = self.cfg
+        if cfg.rope is None:
+            return None
+        return patch_rope(cfg, images.shape[1] // cfg.patch_size, images.shape[2] // cfg.patch_size)
+
     def __call__(self, images: jax.Array, *, return_hidden: bool = False) -> VitOutput:
         """images: f32[B, H, W, C] -> VitOutput (see the module docstring for semantics)."""
         x0 = self.embed(images)
-        x, hidden, _ = self.stack(x0, return_hidden=return_hidden)
+        rope = self.rope_tables(images)
+        x, hidden, _ = self.stack(x0, rope=rope, return_hidden=return_hidden)
         last = self.post_norm(x) if self.cfg.post_norm == "last" else x
         pooled = None
         if self.cfg.pool == "map":
@@ -140,7 +189,9 @@ class VisionEncoder(nnx.Module):
         cfg = self.cfg
         layers = [layer % (cfg.depth + 1) for layer in cfg.feature_layers]
         x0 = self.embed(images)
-        x, hidden, _ = self.stack(x0, num_layers=max(layers), return_hidden=len(layers) > 1)
+        x, hidden, _ = self.stack(
+            x0, rope=self.rope_tables(images), num_layers=max(layers), return_hidden=len(layers) > 1
+        )
         states = (x0, *hidden) if len(layers) > 1 else {max(layers): x}
         selected = [states[i] for i in layers]
         if not cfg.keep_prefix:

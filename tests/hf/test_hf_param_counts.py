@@ -67,6 +67,37 @@ HF_CONFIGS = {
         num_channels=3, num_hidden_layers=24, patch_size=14, qkv_bias=True,
         use_swiglu_ffn=False, hidden_act="gelu",
     ),
+    # facebook/dinov3-vits16-pretrain-lvd1689m, -vitb16-, -vitl16-: sizes, patch, image size
+    # and 4 registers as published; the bias switches (no key bias), rope_theta 100,
+    # layer_norm_eps 1e-5 and layerscale_value are left to DINOv3ViTConfig's documented
+    # defaults, which these checkpoints use as far as we know (no copy here to check against)
+    "dinov3_s16": dict(
+        architectures=["DINOv3ViTModel"], model_type="dinov3_vit", hidden_size=384,
+        intermediate_size=1536, num_hidden_layers=12, num_attention_heads=6, patch_size=16,
+        image_size=224, num_register_tokens=4, hidden_act="gelu", use_gated_mlp=False,
+    ),
+    "dinov3_b16": dict(
+        architectures=["DINOv3ViTModel"], model_type="dinov3_vit", hidden_size=768,
+        intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=16,
+        image_size=224, num_register_tokens=4, hidden_act="gelu", use_gated_mlp=False,
+    ),
+    "dinov3_l16": dict(
+        architectures=["DINOv3ViTModel"], model_type="dinov3_vit", hidden_size=1024,
+        intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=16,
+        image_size=224, num_register_tokens=4, hidden_act="gelu", use_gated_mlp=False,
+    ),
+    # google/siglip2-so400m-patch14-384, google/siglip2-base-patch16-224 (vision_config of
+    # their SiglipModel configs: SigLIP's architecture, SigLIP 2's weights)
+    "siglip2_so400m384": dict(
+        architectures=["SiglipVisionModel"], model_type="siglip_vision_model",
+        hidden_size=1152, image_size=384, intermediate_size=4304, num_attention_heads=16,
+        num_hidden_layers=27, patch_size=14,
+    ),
+    "siglip2_b16_224": dict(
+        architectures=["SiglipVisionModel"], model_type="siglip_vision_model", hidden_size=768,
+        image_size=224, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+        patch_size=16,
+    ),
     # meta-llama/Llama-2-7b-hf; lmsys/vicuna-7b-v1.5 (same, with pad_token_id 0)
     "llama2_7b": LLAMA2_7B,
     "vicuna7b": {**LLAMA2_7B, "pad_token_id": 0},
