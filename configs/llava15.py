@@ -5,8 +5,10 @@
 
 Arguments (defaults in brackets):
   stage       pretrain | finetune                                     [pretrain]
-  encoder     clip_l336 | dfn_h378 | siglip_so400m384 | dinov2_siglip  [clip_l336]
-  llm         vicuna7b | llama3_8b | qwen2_7b | gemma2b                [vicuna7b]
+  encoder     clip_l336 | dfn_h378 | siglip_so400m384 | siglip2_so400m384 | dinov3_l16 |
+              dinov2_siglip                                           [clip_l336]
+  llm         vicuna7b | llama3_8b | qwen2_7b | qwen25_7b | qwen3_8b | gemma2b | gemma2_9b |
+              gemma3_1b                                               [vicuna7b]
   llm_frozen  pretraining with the LLM frozen (LLaVA) or trained       [True]
   models      directory of HF checkpoints, one sub-directory per model, named as in
               HF_NAMES below                                          [~/models]
@@ -32,24 +34,39 @@ HF_NAMES = {
     "clip_l336": "clip-vit-large-patch14-336",
     "dfn_h378": "DFN5B-CLIP-ViT-H-14-378",
     "siglip_so400m384": "siglip-so400m-patch14-384",
+    "siglip2_so400m384": "siglip2-so400m-patch14-384",
+    "dinov3_l16": "dinov3-vitl16-pretrain-lvd1689m",
     "dinov2_siglip": ("dinov2-with-registers-large", "siglip-so400m-patch14-224"),
     "vicuna7b": "vicuna-7b-v1.5",
     "llama3_8b": "Meta-Llama-3-8B",
     "qwen2_7b": "Qwen2-7B",
+    "qwen25_7b": "Qwen2.5-7B-Instruct",
+    "qwen3_8b": "Qwen3-8B",
     "gemma2b": "gemma-2b",
+    "gemma2_9b": "gemma-2-9b-it",
+    "gemma3_1b": "gemma-3-1b-it",  # Gemma 3's only text-only checkpoint; 4B+ are VLMs
 }
 DECODER_PRESETS = {
     "vicuna7b": "vicuna7b_llava",
     "llama3_8b": "llama3_8b",
     "qwen2_7b": "qwen2_7b",
+    "qwen25_7b": "qwen25_7b",
+    "qwen3_8b": "qwen3_8b",
     "gemma2b": "gemma2b",
+    "gemma2_9b": "gemma2_9b",
+    "gemma3_1b": "gemma3_1b",
 }
 TEMPLATES = {
     "vicuna7b": "vicuna_v1",
     "llama3_8b": "vicuna_v1",
     "qwen2_7b": "chatml",
+    "qwen25_7b": "chatml",
+    "qwen3_8b": "chatml",
     "gemma2b": "gemma",
+    "gemma2_9b": "gemma",
+    "gemma3_1b": "gemma",
 }
+ENCODERS = [name for name in HF_NAMES if name not in DECODER_PRESETS]
 DATASET_SIZES = {"pretrain": 558_128, "finetune": 665_298}
 
 
@@ -62,10 +79,8 @@ def get_config(arg=None):
         raise ValueError(f"stage={a.stage!r}; use 'pretrain' or 'finetune'")
     if a.llm not in DECODER_PRESETS:
         raise ValueError(f"llm={a.llm!r}; use one of {sorted(DECODER_PRESETS)}")
-    if a.encoder not in HF_NAMES or a.encoder in DECODER_PRESETS:
-        raise ValueError(
-            f"encoder={a.encoder!r}; use one of clip_l336, dfn_h378, siglip_so400m384, dinov2_siglip"
-        )
+    if a.encoder not in ENCODERS:
+        raise ValueError(f"encoder={a.encoder!r}; use one of {', '.join(ENCODERS)}")
     pretrain = a.stage == "pretrain"
     models, data = a.models.rstrip("/"), a.data.rstrip("/")
 
