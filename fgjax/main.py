@@ -3,7 +3,7 @@
     python -m fgjax.main --config=configs/<file>.py[:args] --workdir=DIR [--config.x=y ...]
 
 A config file defines `get_config(arg)`; `config.job` picks the job ("train" by default,
-"eval", "study"). Rerunning a command resumes where it stopped.
+"eval", "compare", "study"). Rerunning a command resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -31,11 +31,15 @@ def run(config, workdir: str):
         from fgjax.evaluate import runner
 
         return runner.evaluate(config, workdir)
+    if job == "compare":
+        from fgjax.evaluate import compare
+
+        return compare.run(config, workdir)
     if job == "study":
         from fgjax.study import run as study
 
         return study.run(config, workdir)
-    raise ValueError(f"unknown job {job!r}; use 'train', 'eval' or 'study'")
+    raise ValueError(f"unknown job {job!r}; use 'train', 'eval', 'compare' or 'study'")
 
 
 def main(argv) -> None:
