@@ -23,6 +23,8 @@ from __future__ import annotations
 import abc
 import json
 import os
+import re
+import string
 from collections.abc import Iterable, Sequence
 
 import sentencepiece as spm
@@ -32,6 +34,7 @@ from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 from fgjax import storage
 
 CONFIG_FILE = "tokenizer_config.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model")  # in a directory, in order
 SPECIAL_ROLES = ("bos_token", "eos_token", "pad_token", "unk_token")
 
 
@@ -151,15 +154,16 @@ def tokenizer_for(path: str, *, image_token: bool, roles: dict | None = None) ->
 
 def load_tokenizer(path: str, **special_tokens: str | None) -> Tokenizer:
     """Loads `tokenizer.json` or a sentencepiece `.model` file, or a directory holding one
-    (tokenizer.json preferred). Special-token roles (bos_token, eos_token, pad_token,
-    unk_token) come from keyword arguments, else the tokenizer_config.json beside the file,
-    else (sentencepiece) the model itself."""
+    (tokenizer.json preferred, then tokenizer.model, then spiece.model: SigLIP's and T5's
+    name). Special-token roles (bos_token, eos_token, pad_token, unk_token) come from keyword
+    arguments, else the tokenizer_config.json beside the file, else (sentencepiece) the model
+    itself."""
     path = os.fspath(path)
     if storage.path(path).is_dir():  # local or gs://
-        for name in ("tokenizer.json", "tokenizer.model"):
+        for name in TOKENIZER_FILES:
             if (storage.path(path) / name).exists():
                 return load_tokenizer(os.path.join(path, name), **special_tokens)
-        raise FileNotFoundError(f"no tokenizer.json or tokenizer.model in {path}")
+        raise FileNotFoundError(f"no {' or '.join(TOKENIZER_FILES)} in {path}")
     unknown = set(special_tokens) - set(SPECIAL_ROLES)
     if unknown:
         raise TypeError(f"unknown special-token roles {sorted(unknown)}; use {SPECIAL_ROLES}")
@@ -406,3 +410,35 @@ def caption_ids(tokenizer: Tokenizer, text: str, max_length: int) -> list[int]:
     """A caption for a contrastive text tower: its tokens then EOS (the tower pools the last
     real token), cut to max_length with EOS kept. Training and negative mining both use it."""
     return tokenizer.encode(text)[: max_length - 1] + [tokenizer.eos_id]
+
+
+def text_tower_ids(tokenizer: Tokenizer, text: str, *, family: str, max_length: int) -> list[int]:
+    """A prompt for a contrastive text tower, as its family's tokenizer makes it (the
+    TextTowerConfig `family`):
+
+    - "fgjax": `caption_ids` (the tokens then EOS), as fgjax trains its towers.
+    - "clip": BOS, the tokens, EOS, cut to max_length (77) with both kept, as CLIPTokenizer
+      with truncation; its padding never reaches the causal tower's EOS, so none is added.
+    - "siglip": as SiglipTokenizer with padding="max_length", truncation=True: the text
+      canonicalized (lower case, ASCII punctuation removed, whitespace runs folded: its
+      `canonicalize_text`, from big_vision's zero-shot prompt engineering), no BOS, the tokens
+      then EOS (kept when cut), padded with the pad token (else EOS) to exactly max_length
+      (64): the tower pools the final position and was trained on padded input.
+    """
+    if family == "fgjax":
+        return caption_ids(tokenizer, text, max_length)
+    if family == "clip":
+        body = tokenizer.encode(text)[: max_length - 2]
+        return [tokenizer._required_id("bos_token"), *body, tokenizer._required_id("eos_token")]
+    if family == "siglip":
+        eos = tokenizer._required_id("eos_token")
+        ids = [*tokenizer.encode(_siglip_canonical(text))[: max_length - 1], eos]
+        pad = tokenizer.pad_id if tokenizer.pad_id is not None else eos
+        return ids + [pad] * (max_length - len(ids))
+    raise ValueError(f"text tower family {family!r}; use 'fgjax', 'clip' or 'siglip'")
+
+
+def _siglip_canonical(text: str) -> str:
+    """SiglipTokenizer.canonicalize_text (do_lower_case=True, its default)."""
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return re.sub(r"\s+", " ", text).strip()

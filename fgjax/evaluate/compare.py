@@ -1,7 +1,10 @@
 """Several VLMs, of any mix of families, under the same datasets and protocols, in one table
 (the 2026 paper's first table): models x datasets x protocols, with CLIP-style zero-shot
 references (contrastive models: the image-prompt cosine over "a photo of a {}.") and each
-VLM's own linear probes (the `probe` protocol) beside them.
+VLM's own linear probes (the `probe` protocol) beside them. A reference is an fgjax run
+("run:DIR") or an HF CLIPModel / SiglipModel directory ("hf:DIR", loaded whole with its
+tokenizer; prompts tokenized as its family's tokenizer does: negatives.ContrastiveMiner),
+e.g. `references=run:/r/clip+hf:/m/clip-vit-large-patch14-336`.
 
     python -m fgjax.main --workdir=OUT --config=configs/eval/compare.py:\\
       models=hf:/m/llava-1.5-7b-hf+hf:/m/llava-qwen,templates=vicuna_v1+chatml,references=run:/r/clip

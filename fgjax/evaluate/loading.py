@@ -3,7 +3,9 @@
     "run:DIR"       a finished fgjax run (DIR/params_export, tokenizer and template from
                     DIR/config.json) or a parameters export directory itself (fgjax.native)
     "run:DIR@STEP"  the export that run wrote at STEP (its config.export_steps)
-    "hf:DIR"   a Hugging Face directory (fgjax.hf.load; tokenizer.json in DIR)
+    "hf:DIR"   a Hugging Face directory (fgjax.hf.load; tokenizer.json in DIR); for a
+               contrastive model a CLIPModel / SiglipModel, loaded whole (dual_encoder=True),
+               its tokenizer DIR's tokenizer.json, tokenizer.model or spiece.model
 
 A tokenizer path or template name given explicitly wins over what the source records.
 """
@@ -35,10 +37,10 @@ class Loaded:
     recorded: dict = dataclasses.field(default_factory=dict)  # the run's data config
 
 
-def _load_weights(source: str, mesh=None, rules=DEFAULT_RULES):
+def _load_weights(source: str, mesh=None, rules=DEFAULT_RULES, dual_encoder: bool = False):
     """(model, cfg, recorded data config) of a source. With a mesh, an fgjax export is
     restored straight onto it (each parameter placed by its logical axes; needed with several
-    processes)."""
+    processes). dual_encoder: an HF CLIPModel / SiglipModel as a whole ContrastiveModel."""
     kind, _, path = source.partition(":")
     if kind == "run":
         target = rundir.run_export(path)
@@ -48,7 +50,7 @@ def _load_weights(source: str, mesh=None, rules=DEFAULT_RULES):
         model = nnx.merge(graphdef, native.load_params(target, cfg, shardings))
         return model, cfg, rundir.read_config(path.partition("@")[0]).get("data", {})
     if kind == "hf":
-        model, cfg = hf.load(str(path))
+        model, cfg = hf.load(str(path), dual_encoder=dual_encoder)
         return model, cfg, {"tokenizer": str(path)}
     raise ValueError(f"model source {source!r} must start with 'run:' or 'hf:'")
 
@@ -83,11 +85,19 @@ def load_vlm(source: str, *, tokenizer: str | None = None, template: str | None 
 
 
 def load_contrastive(source: str, *, tokenizer: str | None = None, mesh=None) -> Loaded:
-    """A ContrastiveModel (for mining negatives) with its caption tokenizer."""
-    model, cfg, data = _load_weights(source, mesh)
+    """A ContrastiveModel (for mining negatives and zero-shot references) with its caption
+    tokenizer; "hf:DIR" loads a CLIPModel / SiglipModel whole, with DIR's tokenizer."""
+    model, cfg, data = _load_weights(source, mesh, dual_encoder=True)
     if not isinstance(cfg, ContrastiveConfig):
         raise ValueError(f"{source} holds a {type(cfg).__name__}, not a ContrastiveModel")
     tok_path = tokenizer or data.get("tokenizer")
     if not tok_path:
         raise ValueError(f"no tokenizer known for {source}: set config.negatives.tokenizer")
-    return Loaded(model, cfg, load_tokenizer(tok_path), None, source)
+    try:
+        loaded_tokenizer = load_tokenizer(tok_path)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"{e}: give {source}'s tokenizer explicitly (config.negatives.tokenizer, or "
+            "reference_tokenizers= of configs/eval/compare.py)"
+        ) from e
+    return Loaded(model, cfg, loaded_tokenizer, None, source)

@@ -4,8 +4,8 @@
 wrong classes become its distractors. Two miners, named in every output that uses them:
 
 - ContrastiveMiner ("contrastive:<source>"): cosine between the image embedding and the text
-  embedding of a class prompt ("a photo of a {}.") under an fgjax ContrastiveModel -- the
-  FOCI / Ghosh et al. recipe with an fgjax image-text model in place of CLIP.
+  embedding of a class prompt ("a photo of a {}.") under a ContrastiveModel -- the FOCI /
+  Ghosh et al. recipe, with an fgjax-trained image-text model or an imported HF CLIP / SigLIP.
 - TaxonomyMiner ("taxonomy:specimens"): the built-in specimens classes' similarity from their
   taxonomy (shared fine cues and family; fgjax.data.specimens.similarity) -- a miner that no
   model of a study trains, so every arm and seed answers the same questions.
@@ -28,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from fgjax.data import images as image_ops
-from fgjax.data.tokenizer import caption_ids
+from fgjax.data.tokenizer import text_tower_ids
 from fgjax.evaluate.evaluator import DatasetRunner, place_model
 from fgjax.evaluate.prompts import pad_prompts
 from fgjax.models.partitioning import activation_sharding
@@ -93,8 +93,15 @@ def _embed_texts(graphdef, state, tokens, mask):
 class ContrastiveMiner:
     """Image-to-class-prompt cosine under a ContrastiveModel.
 
-    encode_text: caption -> token ids as the model was trained (default: `caption_ids`, the
-    tokens then EOS, as fgjax's contrastive training encodes captions).
+    encode_text: caption -> token ids as the model was trained. The default follows the text
+    tower's `family` (fgjax.data.tokenizer.text_tower_ids): fgjax runs get `caption_ids`, the
+    tokens then EOS, as fgjax's contrastive training encodes captions; an HF CLIP (loaded with
+    `fgjax.hf.load(..., dual_encoder=True)`) gets BOS + tokens + EOS cut at max_length (77),
+    as CLIPTokenizer; an HF SigLIP gets SiglipTokenizer's canonicalized text, tokens + EOS, no
+    BOS, padded with the pad token to exactly max_length (64). Rows are then right-padded to
+    a common length and masked; the padding never reaches the pooled token (CLIP's tower is
+    causal, SigLIP's rows are all max_length long and attend to every position, as HF runs
+    it without an attention mask).
     """
 
     def __init__(
@@ -113,8 +120,9 @@ class ContrastiveMiner:
         self.prompt = prompt
         self.cfg = model.cfg
         self.encode_text = encode_text or functools.partial(
-            caption_ids, tokenizer, max_length=model.cfg.text.max_length
-        )
+            text_tower_ids, tokenizer, family=model.cfg.text.family,
+            max_length=model.cfg.text.max_length,
+        )  # fmt: skip
         self.runner = DatasetRunner(
             image_ops.preprocess_config_for(model.cfg.image),
             batch_size=batch_size,

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fgjax.hf import configs, io, keymaps, writer
+from fgjax.hf import configs, dual_encoders, io, keymaps, writer
 from fgjax.models import build
 from fgjax.trees import ParameterMismatchError
 
@@ -108,6 +108,7 @@ def load(
     dtype: str = "float32",
     compute_dtype: str | None = None,
     scan_layers: bool = True,
+    dual_encoder: bool = False,
     **overrides,
 ):
     """Loads a Hugging Face model directory. Returns (model, config).
@@ -116,16 +117,24 @@ def load(
     dtype: parameter dtype ("float32", "bfloat16", "float16"); tensors are cast to it.
     compute_dtype: activation dtype (the config's `dtype`; default float32).
     scan_layers: stack the layers and scan them (else an unrolled nnx.List).
+    dual_encoder: a CLIPModel / SiglipModel as the whole image-text model, a ContrastiveModel
+      (fgjax/hf/dual_encoders.py); by default such a checkpoint loads as its vision tower.
     overrides: other fgjax config fields, e.g. `feature_layer=-1`, `input_size=224`,
-      `remat="full"`; for a VLM each goes to the VLMConfig if it has the field, else to the
-      encoder and/or decoder that have it.
+      `remat="full"`; for a VLM (or a dual encoder) each goes to the VLMConfig (the
+      ContrastiveConfig) if it has the field, else to the sub-configs that have it.
     """
     if compute_dtype is not None:
         overrides["dtype"] = compute_dtype
     hf_config = io.read_config(path)
-    arch, cfg = configs.from_hf(hf_config, param_dtype=dtype, scan_layers=scan_layers, **overrides)
+    settings = dict(param_dtype=dtype, scan_layers=scan_layers, **overrides)
+    if dual_encoder:
+        cfg = dual_encoders.contrastive_from_hf(hf_config, **settings)
+        keymap = dual_encoders.key_map(cfg)
+    else:
+        arch, cfg = configs.from_hf(hf_config, **settings)
+        keymap = keymaps.key_map(arch, cfg)
     model = nnx.eval_shape(lambda: build(cfg))
-    fill(model, keymaps.key_map(arch, cfg), path)
+    fill(model, keymap, path)
     return model, cfg
 
 
