@@ -141,9 +141,17 @@ def rope_inv_freq(head_dim: int, rope: RopeConfig) -> np.ndarray:
     )
 
 
-def rope_tables(positions: jax.Array, inv_freq: np.ndarray, dtype) -> tuple[jax.Array, jax.Array]:
-    """cos, sin: [B, T, H] in `dtype`, from i32[B, T] positions (angles in float32)."""
+def rope_tables(
+    positions: jax.Array, inv_freq: np.ndarray, dtype, mrope_section=None
+) -> tuple[jax.Array, jax.Array]:
+    """cos, sin: [B, T, H] in `dtype`, from i32[B, T] positions (angles in float32), or with
+    `mrope_section` (multimodal RoPE, see RopeConfig) from i32[B, T, 3] (temporal, height,
+    width) positions: frequency j turns with the axis of the section it falls in, as
+    transformers' Qwen2-VL `mrope_section` split does."""
     freqs = positions[..., None].astype(jnp.float32) * jnp.asarray(inv_freq)
+    if mrope_section is not None:  # [B, T, 3, H/2] -> each frequency from its section's axis
+        axis = np.repeat(np.arange(len(mrope_section)) % 3, mrope_section)
+        freqs = freqs[:, :, axis, np.arange(len(axis))]
     emb = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
 
