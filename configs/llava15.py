@@ -17,6 +17,9 @@ Arguments (defaults in brackets):
                                                                       [~/data/llava]
   init        finetune only: the pretraining run's workdir             [runs/pretrain]
   steps       override the number of steps (0 = one epoch)            [0]
+  loss_tokens run the LM head only at each row's first K loss positions (0 = every position;
+              a row with more stops the run with a message). A 256K vocabulary's logits at
+              every position take most of the memory: Gemma 2 9B fits v5p-32 with 64 [0]
   batch       override the global batch                               [0]
 
 Recipe: stage 1 trains the projector (and the LLM when llm_frozen=False) on 558K captions with
@@ -73,7 +76,7 @@ DATASET_SIZES = {"pretrain": 558_128, "finetune": 665_298}
 def get_config(arg=None):
     a = parse_arg(
         arg, stage="pretrain", encoder="clip_l336", llm="vicuna7b", llm_frozen=True, models="~/models",
-        data="~/data/llava", init="runs/pretrain", steps=0, batch=0,
+        data="~/data/llava", init="runs/pretrain", steps=0, batch=0, loss_tokens=0,
     )  # fmt: skip
     if a.stage not in DATASET_SIZES:
         raise ValueError(f"stage={a.stage!r}; use 'pretrain' or 'finetune'")
@@ -129,6 +132,8 @@ def get_config(arg=None):
         max_length=2048,
         preprocess="letterbox",
     )
+    if a.loss_tokens:
+        c.loss_tokens_per_row = a.loss_tokens
     c.batch_size = a.batch or (256 if pretrain else 128)
     c.grad_accum = 1
     c.num_steps = a.steps or DATASET_SIZES[a.stage] // c.batch_size

@@ -56,3 +56,8 @@ def test_unknown_choices_name_the_options():
         LLAVA15.get_config("llm=qwen9")
     with pytest.raises(ValueError, match="dinov3_l16"):
         LLAVA15.get_config("encoder=dinov9")
+
+
+def test_loss_tokens_puts_the_lm_head_at_the_loss_positions_only():
+    assert "loss_tokens_per_row" not in LLAVA15.get_config("llm=gemma2_9b")
+    assert LLAVA15.get_config("llm=gemma2_9b,loss_tokens=64").loss_tokens_per_row == 64
