@@ -11,7 +11,11 @@ The image placeholder `<image>` becomes `num_image_tokens` copies of the image-t
 - "inline" (LLaVA): at the start of the human turn that holds it, followed by "\\n" and the
   turn's text with the placeholder removed (LLaVA's preprocess_multimodal); a row with an
   image but no placeholder gets it at the start of its first human turn;
-- "after_bos" (Prismatic): right after BOS, the placeholder removed from the text.
+- "after_bos" (Prismatic): right after BOS, the placeholder removed from the text;
+- "gemma3": inline, wrapped as Gemma 3's processor expands `<start_of_image>`: "\\n\\n",
+  `<start_of_image>`, N x `<image_soft_token>` (the image id), `<end_of_image>`, "\\n\\n",
+  then the turn's text;
+- "before_bos" (PaliGemma): first, before BOS, the placeholder removed from the text.
 
 Problems with one sample raise `SampleError`; data pipelines skip and count those.
 """
@@ -27,7 +31,9 @@ from fgjax.data.tokenizer import Tokenizer
 from fgjax.models.config import VLMConfig
 
 HUMAN_ROLES, GPT_ROLES = ("human", "user"), ("gpt", "assistant")
-LAYOUTS = ("inline", "after_bos")
+LAYOUTS = ("inline", "after_bos", "gemma3", "before_bos")
+# Gemma 3's image tokens: begin, the image id (repeated), end
+GEMMA3_IMAGE_TOKENS = ("<start_of_image>", "<image_soft_token>", "<end_of_image>")
 
 
 class SampleError(ValueError):
@@ -80,7 +86,9 @@ class ConversationEncoder:
                 f"{num_image_tokens} image tokens; raise max_length"
             )
         self._token_ids = self._resolve_special_tokens()
-        self.image_token_id = self._token_ids[image_token]
+        # the id repeated at the image positions (the placeholder's own, except for Gemma 3)
+        self.image_id_token = GEMMA3_IMAGE_TOKENS[1] if image_layout == "gemma3" else image_token
+        self.image_token_id = self._token_ids[self.image_id_token]
         self.uses_bos = "bos" in self._token_ids  # rows start with BOS
 
     @classmethod
@@ -111,7 +119,7 @@ class ConversationEncoder:
         if model_cfg.image_token_id != self.image_token_id:
             problems.append(
                 f"the model's image_token_id={model_cfg.image_token_id} but the tokenizer's "
-                f"{self.image_token} is {self.image_token_id}"
+                f"{self.image_id_token} is {self.image_token_id}"
             )
         if model_cfg.decoder.vocab_size < self.tokenizer.vocab_size:
             problems.append(
@@ -125,6 +133,14 @@ class ConversationEncoder:
             )
         if model_cfg.image_layout != self.image_layout:
             problems.append(f"image_layout {model_cfg.image_layout} != {self.image_layout}")
+        if self.image_layout == "gemma3":
+            begin, _, end = (self._token_ids[t] for t in GEMMA3_IMAGE_TOKENS)
+            if model_cfg.image_boundary_ids != (begin, end):
+                problems.append(
+                    f"the model's image_boundary_ids={model_cfg.image_boundary_ids} but the "
+                    f"tokenizer's {GEMMA3_IMAGE_TOKENS[0]}, {GEMMA3_IMAGE_TOKENS[2]} are "
+                    f"{(begin, end)}"
+                )
         if problems:
             raise ValueError("tokenizer and model disagree: " + "; ".join(problems))
 
@@ -143,7 +159,10 @@ class ConversationEncoder:
             ids["eos"] = _require(
                 tok.eos_id, f"{name} ends replies with EOS but {tok!r} has none{how}"
             )
-        for token in (*template.special_tokens, self.image_token):  # end is one of these or eos
+        # Gemma 3's image tokens are its own; the placeholder is only text there
+        gemma3 = self.image_layout == "gemma3"
+        image_tokens = GEMMA3_IMAGE_TOKENS if gemma3 else (self.image_token,)
+        for token in (*template.special_tokens, *image_tokens):  # end: one of these or eos
             token_id = tok.token_to_id(token)
             if token_id is None:
                 hint = (
@@ -266,8 +285,11 @@ class ConversationEncoder:
             content: list[Piece] = [Text(question)]
             if index == image_turn:
                 rest = question.replace(placeholder, "").strip()
-                if self.image_layout == "after_bos":
+                if self.image_layout in ("after_bos", "before_bos"):
                     content = [Text(rest)]
+                elif self.image_layout == "gemma3":
+                    begin, _, end = GEMMA3_IMAGE_TOKENS
+                    content = [Text("\n\n"), Token(begin), Image(), Token(end), Text("\n\n" + rest)]
                 else:
                     content = [Image(), *([Text("\n" + rest)] if rest else [])]
             pieces += template.user(index, content, system)
@@ -276,6 +298,8 @@ class ConversationEncoder:
                 pieces += [Text(reply, trained=True), Token(template.end, trained=True)]
         if has_image and self.image_layout == "after_bos":
             pieces.insert(1 if self.uses_bos else 0, Image())
+        if has_image and self.image_layout == "before_bos":
+            pieces.insert(0, Image())
         return pieces
 
     def _tokenize(self, pieces: list[Piece]) -> tuple[list[int], list[bool]]:

@@ -155,6 +155,8 @@ def preprocess_config_for(vit_cfg: Any, mode: str | None = None, **overrides) ->
     fields = dict(size=size, mode=mode, mean=mean, std=std, resize_size=resize_size)
     if vit_cfg.family == "dinov3":
         fields["resample"] = DINOV3_RESAMPLE
+    if getattr(vit_cfg, "resample", None):  # the model's own (VitConfig.resample)
+        fields["resample"] = vit_cfg.resample
     return PreprocessConfig(**{**fields, **overrides})
 
 

@@ -23,6 +23,9 @@ chatml (Qwen2; no BOS; system defaults to Qwen2's "You are a helpful assistant."
 gemma (Gemma; no system role: a system message goes before q1, then "\\n\\n", as Gemma-3)
     <bos><start_of_turn>user\\n{q1}<end_of_turn>\\n<start_of_turn>model\\n[{a1}<end_of_turn>]\\n
     <start_of_turn>user\\n{q2}<end_of_turn>\\n<start_of_turn>model\\n[{a2}<end_of_turn>]
+paligemma (PaliGemma, big_vision's prefix format; one question; its "before_bos" image layout
+       puts the image first, as PaliGemmaProcessor does)
+    <image><bos>{q1}\\n[{a1}<eos>]
 
 A generation prompt stops after the assistant header ("... ASSISTANT:", "[/INST]",
 "<|im_start|>assistant\\n"), followed by `reply_prefix` + an optional answer lead-in.
@@ -105,6 +108,10 @@ IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 START_OF_TURN, END_OF_TURN = "<start_of_turn>", "<end_of_turn>"
 
 
+def _paligemma_user(index, content, system):
+    return [*content, Text("\n")]
+
+
 def _plain_user(index, content, system):
     return [piece for piece in content if isinstance(piece, Image)]
 
@@ -181,6 +188,7 @@ TEMPLATES: dict[str, Template] = {
         Template(
             "gemma", _gemma_user, end=END_OF_TURN, special_tokens=(START_OF_TURN, END_OF_TURN)
         ),
+        Template("paligemma", _paligemma_user, single_turn=True),
     )
 }
 

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fgjax.models.vlm import prefix_before_targets
+
 
 class Chunks(NamedTuple):
     """Class continuations packed into fixed-length rows.
@@ -161,7 +163,10 @@ def score_full_sequences(graphdef, state, tokens, mask, image_features, targets)
     (`projected_image_features`, or None for text). Each target is predicted from the position
     before it."""
     model = nnx.merge(graphdef, state)
-    logits = model(tokens, input_mask=mask, image_features=image_features).logits[:, :-1]
+    prefix = {}  # a prefix-LM (PaliGemma) sees the prompt both ways, the answer causally
+    if getattr(model.cfg, "image_attention", None) == "prefix":
+        prefix["prefix_mask"] = prefix_before_targets(targets, mask)
+    logits = model(tokens, input_mask=mask, image_features=image_features, **prefix).logits[:, :-1]
     logp = jax.nn.log_softmax(logits, axis=-1)
     picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
     return jnp.sum(jnp.where(targets[:, 1:], picked, 0.0), axis=1)

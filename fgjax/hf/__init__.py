@@ -3,14 +3,20 @@
     model, cfg = fgjax.hf.load("path/to/llava-1.5-7b-hf", dtype="bfloat16")
     fgjax.hf.save(model, "out/dir")
 
-`load(path, *, dtype="float32", compute_dtype=None, scan_layers=True, **overrides)` reads a
-directory holding `config.json` and `model.safetensors` (or shards with
+`load(path, *, dtype="float32", compute_dtype=None, scan_layers=True, dual_encoder=False,
+**overrides)` reads a directory holding `config.json` and `model.safetensors` (or shards with
 `model.safetensors.index.json`) and returns `(model, config)`:
 
   LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, GemmaForCausalLM -> Decoder
   SiglipVisionModel, CLIPVisionModel (and the vision half of SiglipModel / CLIPModel),
   Dinov2Model, Dinov2WithRegistersModel                                      -> VisionEncoder
   LlavaForConditionalGeneration (both key layouts; CLIP or SigLIP tower)     -> VLM
+  CLIPModel, SiglipModel with `dual_encoder=True` (image and text towers,
+  projections, logit scale and bias; fgjax/hf/dual_encoders.py)             -> ContrastiveModel
+  Gemma3ForConditionalGeneration, PaliGemmaForConditionalGeneration (1 and 2) -> VLM
+  Qwen2_5_VLForConditionalGeneration (both key layouts; images, no video)    -> Qwen25VL
+  LlavaNextForConditionalGeneration, LlavaOnevisionForConditionalGeneration
+    (any-resolution tiling; images, no video)                                -> LlavaNext
 
 `dtype` is the parameter dtype, `compute_dtype` the activation dtype, and `overrides` replace
 other fgjax config fields (`feature_layer`, `input_size`, `remat`, ...). Both config schemas

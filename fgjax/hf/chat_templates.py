@@ -71,6 +71,7 @@ _FORMATS = {
         + f"{{{{ content + {_lit(templates.END_OF_TURN + chr(10))} }}}}",
         f"{templates.START_OF_TURN}model\n",
     ),
+    "paligemma": _Format(f"{{{{ content + {_lit(chr(10))} }}}}", ""),
 }
 
 # The content of a user turn: `c.text` (its text) and `c.image` (whether it holds an image),

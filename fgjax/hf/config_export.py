@@ -8,7 +8,10 @@ from __future__ import annotations
 import dataclasses
 
 from fgjax.hf.configs import UnsupportedModelError, from_hf
+from fgjax.hf.llava_next import llava_next_to_hf
 from fgjax.models.config import DecoderConfig, VitConfig, VLMConfig
+from fgjax.models.llava_next import LlavaNextConfig
+from fgjax.models.qwen_vl import Qwen25VLConfig
 
 _HF_ACTS = {
     "gelu": "gelu",
@@ -153,6 +156,10 @@ def _dinov3_fields(cfg: VitConfig) -> dict:
 def vlm_to_hf(cfg: VLMConfig) -> dict:
     if not isinstance(cfg.encoder, VitConfig):
         raise UnsupportedModelError("HF LLaVA has a single vision tower; fused encoders differ")
+    if cfg.projector.kind == "gemma3":
+        return gemma3_vlm_to_hf(cfg)
+    if cfg.image_attention == "prefix":
+        return paligemma_to_hf(cfg)
     vision = vit_to_hf(cfg.encoder)
     del vision["architectures"], vision["torch_dtype"]
     text = decoder_to_hf(cfg.decoder)
@@ -176,11 +183,101 @@ def vlm_to_hf(cfg: VLMConfig) -> dict:
     }
 
 
+def qwen25_vl_to_hf(cfg: Qwen25VLConfig) -> dict:
+    """The transformers 5 layout (text_config, vision_config), which transformers 4.5x reads
+    too; rope as rope_theta + rope_scaling with the mrope_section."""
+    text = decoder_to_hf(cfg.decoder)
+    rope = cfg.decoder.rope
+    scaling = _rope_scaling(rope) or {"rope_type": "default"}
+    text.update(
+        model_type="qwen2_5_vl_text",
+        rope_scaling={**scaling, "mrope_section": list(rope.mrope_section)},
+        use_sliding_window=False,
+    )
+    for key in ("architectures", "head_dim", "tie_word_embeddings", "torch_dtype"):
+        del text[key]  # Qwen2.5-VL's attention takes head_dim = width / heads
+    enc = cfg.encoder
+    vision = {
+        "model_type": "qwen2_5_vl",
+        "depth": enc.depth,
+        "hidden_size": enc.width,
+        "num_heads": enc.num_heads,
+        "intermediate_size": enc.mlp_dim,
+        "hidden_act": _HF_ACTS[enc.act],
+        "patch_size": enc.patch_size,
+        "temporal_patch_size": enc.temporal_patch_size,
+        "in_channels": enc.num_channels,
+        "spatial_merge_size": enc.spatial_merge_size,
+        "window_size": enc.window_size,
+        "fullatt_block_indexes": list(enc.fullatt_block_indexes),
+        "out_hidden_size": enc.out_dim,
+        "tokens_per_second": cfg.tokens_per_second,
+        "rope_parameters": {"rope_type": "axial", "rope_theta": enc.rope_theta},
+    }
+    return {
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+        "model_type": "qwen2_5_vl",
+        "text_config": text,
+        "vision_config": vision,
+        "image_token_id": cfg.image_token_id,
+        "video_token_id": cfg.video_token_id,
+        "vision_start_token_id": cfg.vision_start_token_id,
+        "vision_end_token_id": cfg.vision_end_token_id,
+        "tie_word_embeddings": cfg.decoder.tie_embeddings,
+        "torch_dtype": cfg.decoder.param_dtype,
+    }
+
+
+def _vlm_parts(cfg: VLMConfig, decoder: DecoderConfig) -> dict:
+    """vision_config and text_config of a Gemma 3 / PaliGemma config.json."""
+    vision, text = vit_to_hf(cfg.encoder), decoder_to_hf(decoder)
+    for part in (vision, text):
+        del part["architectures"], part["torch_dtype"]
+    return {"vision_config": vision, "text_config": text}
+
+
+def gemma3_vlm_to_hf(cfg: VLMConfig) -> dict:
+    """Gemma3ForConditionalGeneration (its projector's norm eps is the tower's)."""
+    begin, end = cfg.image_boundary_ids or (None, None)
+    return {
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "model_type": "gemma3",
+        **_vlm_parts(cfg, cfg.decoder),
+        "mm_tokens_per_image": cfg.projector.tokens,
+        "boi_token_index": begin,
+        "eoi_token_index": end,
+        "image_token_index": cfg.image_token_id,
+        "tie_word_embeddings": cfg.decoder.tie_embeddings,
+        "torch_dtype": cfg.decoder.param_dtype,
+    }
+
+
+def paligemma_to_hf(cfg: VLMConfig) -> dict:
+    """PaliGemmaForConditionalGeneration."""
+    dec = cfg.decoder
+    return {
+        "architectures": ["PaliGemmaForConditionalGeneration"],
+        "model_type": "paligemma",
+        **_vlm_parts(cfg, dec),
+        "image_token_index": cfg.image_token_id,
+        "projection_dim": dec.width,
+        "hidden_size": dec.width,
+        "vocab_size": dec.vocab_size,
+        "tie_word_embeddings": dec.tie_embeddings,
+        "pad_token_id": dec.pad_token_id,
+        "torch_dtype": dec.param_dtype,
+    }
+
+
 def to_hf(cfg) -> dict:
     """An fgjax config -> a config.json dict (v4 schema). Raises UnsupportedModelError when
     HF cannot express the config (reading the dict back must give the same model)."""
-    if isinstance(cfg, VLMConfig):
+    if isinstance(cfg, Qwen25VLConfig):
+        hf = qwen25_vl_to_hf(cfg)
+    elif isinstance(cfg, VLMConfig):
         hf = vlm_to_hf(cfg)
+        if isinstance(cfg, LlavaNextConfig):  # LLaVA's dict + the tiling fields
+            hf = llava_next_to_hf(cfg, hf)
     elif isinstance(cfg, DecoderConfig):
         hf = decoder_to_hf(cfg)
     elif isinstance(cfg, VitConfig):
@@ -200,7 +297,7 @@ def to_hf(cfg) -> dict:
 def resolved(cfg):
     """`cfg` with head_dim and num_kv_heads spelled out (None means a default), so that
     equal models compare equal."""
-    if isinstance(cfg, VLMConfig):
+    if isinstance(cfg, (VLMConfig, Qwen25VLConfig)):
         return dataclasses.replace(
             cfg, encoder=resolved(cfg.encoder), decoder=resolved(cfg.decoder)
         )
@@ -209,6 +306,11 @@ def resolved(cfg):
 
 def _comparable(cfg, reference, standalone=True):
     """`cfg` resolved, with the fields HF configs do not carry taken from `reference`."""
+    if isinstance(cfg, Qwen25VLConfig):
+        return dataclasses.replace(
+            cfg, encoder=_comparable(cfg.encoder, reference.encoder),
+            decoder=_comparable(cfg.decoder, reference.decoder),
+        )  # fmt: skip
     if isinstance(cfg, VLMConfig):
         return dataclasses.replace(
             cfg,

@@ -7,7 +7,9 @@ key per layer, stacked along the leading `layers` axis when the fgjax model scan
 
 HF keys are canonical in the legacy layout that every transformers version reads (LLaVA:
 `vision_tower.vision_model.*`, `multi_modal_projector.*`, `language_model.model.*`,
-`language_model.lm_head.weight`; CLIP/SigLIP: `vision_model.*`). Other on-disk spellings are
+`language_model.lm_head.weight`; Gemma 3 and PaliGemma the same, their projectors'
+`multi_modal_projector.mm_*` / `.linear`; CLIP/SigLIP: `vision_model.*`; Qwen2.5-VL: `visual.*`,
+`model.*`, `lm_head.weight`). Other on-disk spellings are
 rewritten to it by `ALIASES` before matching; export writes the canonical keys.
 """
 
@@ -22,6 +24,8 @@ import numpy as np
 
 from fgjax.hf.configs import ARCHITECTURES
 from fgjax.models.config import VLMConfig
+from fgjax.models.llava_next import LlavaNextConfig
+from fgjax.models.qwen_vl import Qwen25VLConfig
 
 # -- transforms: one tensor, HF layout <-> fgjax layout -----------------------------------------
 
@@ -108,6 +112,21 @@ class Part:
 
     def to_hf(self, x):
         return self.inner.to_hf(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv3d:
+    """torch Conv3d weight [O, I, kt, kh, kw] <-> fgjax kernel [I, kt, kh, kw, O]."""
+
+    def hf_shape(self, fg_shape):
+        *kernel, out = fg_shape
+        return (out, *kernel)
+
+    def to_fg(self, x, fg_shape):
+        return x.transpose(1, 2, 3, 4, 0)
+
+    def to_hf(self, x):
+        return x.transpose(4, 0, 1, 2, 3)
 
 
 SAME, LINEAR, LINEAR_OUT, CONV = Same(), Linear(1), Linear(2), Conv()
@@ -255,6 +274,35 @@ SANDWICH_DECODER_RULES = [
 ]
 
 
+_QWEN_LAYER = "blocks.{i}"
+# the Qwen2.5-VL tower, keys under `visual.`; the fused qkv is split into q, k, v (rows in order)
+QWEN25_VISION_RULES = [
+    Rule("patch_embed", "patch_embed.proj.weight", Conv3d()),
+    Rule(f"{_BLOCK}/attn_norm/scale", f"{_QWEN_LAYER}.norm1.weight"),
+    *[
+        Rule(f"{_BLOCK}/attn/{n}/kernel", f"{_QWEN_LAYER}.attn.qkv.weight", Part(j, 3, LINEAR))
+        for j, n in enumerate("qkv")
+    ],
+    *[
+        Rule(f"{_BLOCK}/attn/{n}/bias", f"{_QWEN_LAYER}.attn.qkv.bias", Part(j, 3, FLAT))
+        for j, n in enumerate("qkv")
+    ],
+    Rule(f"{_BLOCK}/attn/o/kernel", f"{_QWEN_LAYER}.attn.proj.weight", LINEAR_OUT),
+    Rule(f"{_BLOCK}/attn/o/bias", f"{_QWEN_LAYER}.attn.proj.bias"),
+    Rule(f"{_BLOCK}/mlp_norm/scale", f"{_QWEN_LAYER}.norm2.weight"),
+    *[
+        rule
+        for name in ("gate", "up", "down")
+        for rule in _dense(f"{_BLOCK}/mlp/{name}", f"{_QWEN_LAYER}.mlp.{name}_proj")
+    ],
+    Rule("merger/norm/scale", "merger.ln_q.weight"),
+    *_dense("merger/fc1", "merger.mlp.0"),
+    *_dense("merger/fc2", "merger.mlp.2"),
+]
+# transformers 5's module names -> the published layout (visual.*, model.*, lm_head.weight)
+QWEN25_VL_ALIASES = [(r"^model\.visual\.", "visual."), (r"^model\.language_model\.", "model.")]
+
+
 def decoder_rules(cfg) -> list:
     return SANDWICH_DECODER_RULES if cfg.sandwich_norm else DECODER_RULES
 
@@ -262,6 +310,22 @@ def decoder_rules(cfg) -> list:
 def projector_rules(num_layers: int) -> list:
     """LLaVA's multi_modal_projector.linear_{1,2,...}."""
     return [rule for j in range(num_layers) for rule in _dense(f"layers/{j}", f"linear_{j + 1}")]
+
+
+# Gemma 3's projector: the weight is an [in, out] matrix (a plain nn.Parameter, x @ w)
+GEMMA3_PROJECTOR_RULES = [
+    Rule("norm/scale", "mm_soft_emb_norm.weight"),
+    Rule("kernel", "mm_input_projection_weight"),
+]
+PALIGEMMA_PROJECTOR_RULES = _dense("layers/0", "linear")
+
+
+def _vlm_projector_rules(kind: str, cfg) -> list:
+    if kind == "gemma3_vlm":
+        return GEMMA3_PROJECTOR_RULES
+    if kind == "paligemma":
+        return PALIGEMMA_PROJECTOR_RULES
+    return projector_rules(cfg.projector.depth)
 
 
 # on-disk spellings -> canonical keys, per architecture kind: (regex, replacement)
@@ -282,10 +346,12 @@ ALIASES = {
         (r"^model\.vision_tower\.", "vision_tower."),
         (r"^model\.multi_modal_projector\.", "multi_modal_projector."),
         (r"^vision_tower\.(?!vision_model\.)", "vision_tower.vision_model."),
+        (r"^model\.image_newline$", "image_newline"),  # LLaVA-NeXT / OneVision
     ],
 }
 # a LLaVA's DINO tower has no vision_model submodule: its keys are vision_tower.* in every layout
-_LLAVA_DINO_ALIASES = ALIASES["llava"][:-1]
+_TOWER_PREFIX_ALIAS = (r"^vision_tower\.(?!vision_model\.)", "vision_tower.vision_model.")
+_LLAVA_DINO_ALIASES = [alias for alias in ALIASES["llava"] if alias != _TOWER_PREFIX_ALIAS]
 # keys that are not parameters (buffers) or belong to parts fgjax does not build
 IGNORED = [r"(^|\.)position_ids$", r"rotary_emb\.inv_freq$"]
 _DUAL_ENCODER_IGNORED = [r"^text_model\.", r"^logit_(scale|bias)$", r"^(text|visual)_projection\."]
@@ -342,16 +408,27 @@ def key_map(arch: str, cfg) -> KeyMap:
     """The KeyMap of a supported HF architecture for the fgjax config `cfg`."""
     kind = ARCHITECTURES[arch]
     ignored = list(IGNORED)
+    if isinstance(cfg, Qwen25VLConfig):
+        enc, dec = cfg.encoder, cfg.decoder
+        entries = {
+            **_expand(QWEN25_VISION_RULES, enc.depth, enc.scan_layers, "encoder/", "visual."),
+            **_expand(decoder_rules(dec), dec.depth, dec.scan_layers, "decoder/"),
+        }
+        if dec.tie_embeddings:
+            ignored.append(r"^lm_head\.weight$")
+        return KeyMap(entries, QWEN25_VL_ALIASES, ignored)
     if isinstance(cfg, VLMConfig):
         enc, dec = cfg.encoder, cfg.decoder
         dino = getattr(enc, "family", None) in ("dinov2", "dinov3")
         tower = "vision_tower." if dino else "vision_tower.vision_model."
         entries = {
             **_expand(_vit_rules(enc), enc.depth, enc.scan_layers, "encoder/", tower),
-            **_expand(projector_rules(cfg.projector.depth), 0, False, "projector/",
+            **_expand(_vlm_projector_rules(kind, cfg), 0, False, "projector/",
                       "multi_modal_projector."),
             **_expand(decoder_rules(dec), dec.depth, dec.scan_layers, "decoder/", "language_model."),
         }  # fmt: skip
+        if isinstance(cfg, LlavaNextConfig):  # the row-end embedding of tiled images
+            entries["image_newline"] = Entry("image_newline", ("image_newline",), SAME, False)
         if dec.tie_embeddings:  # some checkpoints store the tied head anyway; HF ignores it
             ignored.append(r"^language_model\.lm_head\.weight$")
         return KeyMap(entries, _LLAVA_DINO_ALIASES if dino else ALIASES["llava"], ignored)

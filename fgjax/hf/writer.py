@@ -15,11 +15,12 @@ import numpy as np
 
 from fgjax.hf import config_export, io, keymaps
 from fgjax.models.config import FusedVitConfig, VLMConfig
+from fgjax.models.qwen_vl import Qwen25VLConfig
 
 
 def with_param_dtype(cfg, dtype: str):
     """`cfg` with every parameter dtype set to `dtype` (a VLM's projector follows the decoder)."""
-    if isinstance(cfg, VLMConfig):
+    if isinstance(cfg, (VLMConfig, Qwen25VLConfig)):
         return dataclasses.replace(
             cfg, encoder=with_param_dtype(cfg.encoder, dtype),
             decoder=with_param_dtype(cfg.decoder, dtype),

@@ -28,15 +28,19 @@ from fgjax.models.config import (  # noqa: E402
 )
 from fgjax.models.contrastive import ContrastiveConfig, ContrastiveModel, TextTowerConfig  # noqa: E402
 from fgjax.models.decoder import Decoder  # noqa: E402
+from fgjax.models.llava_next import AnyresImages, LlavaNext, LlavaNextConfig  # noqa: E402
 from fgjax.models.qwen_vision import Qwen25VisionConfig, Qwen25VisionTower  # noqa: E402
+from fgjax.models.qwen_vl import Qwen25Images, Qwen25VL, Qwen25VLConfig  # noqa: E402
 from fgjax.models.vit import FusedVisionEncoder, VisionEncoder  # noqa: E402
 from fgjax.models.vlm import VLM  # noqa: E402
 
 
 def build(cfg, seed: int = 0):
     """The module for a config (VitConfig, FusedVitConfig, DecoderConfig, VLMConfig,
-    ContrastiveConfig or Qwen25VisionConfig), with random weights."""
+    ContrastiveConfig, Qwen25VisionConfig or Qwen25VLConfig), with random weights."""
     rngs = nnx.Rngs(seed)
+    if isinstance(cfg, LlavaNextConfig):  # before VLMConfig, which it extends
+        return LlavaNext(cfg, rngs=rngs)
     if isinstance(cfg, VLMConfig):
         return VLM(cfg, rngs=rngs)
     if isinstance(cfg, ContrastiveConfig):
@@ -49,6 +53,8 @@ def build(cfg, seed: int = 0):
         return VisionEncoder(cfg, rngs=rngs)
     if isinstance(cfg, Qwen25VisionConfig):
         return Qwen25VisionTower(cfg, rngs=rngs)
+    if isinstance(cfg, Qwen25VLConfig):
+        return Qwen25VL(cfg, rngs=rngs)
     raise TypeError(f"no model for config type {type(cfg).__name__}")
 
 
@@ -64,6 +70,7 @@ def param_count(cfg) -> int:
 
 
 __all__ = [
+    "AnyresImages",
     "ContrastiveConfig",
     "ContrastiveModel",
     "TextTowerConfig",
@@ -72,9 +79,14 @@ __all__ = [
     "DecoderConfig",
     "FusedVisionEncoder",
     "FusedVitConfig",
+    "LlavaNext",
+    "LlavaNextConfig",
     "ProjectorConfig",
     "Qwen25VisionConfig",
     "Qwen25VisionTower",
+    "Qwen25Images",
+    "Qwen25VL",
+    "Qwen25VLConfig",
     "RopeConfig",
     "VLMConfig",
     "VisionEncoder",

@@ -28,6 +28,10 @@ class RopeConfig:
     rope_type "default"; "linear" (positions divided by `factor`); "llama3" (Llama-3.1's
     frequency-dependent scaling with `factor`, `low_freq_factor`, `high_freq_factor` and
     `original_max_positions`).
+
+    `mrope_section` (Qwen2-VL / Qwen2.5-VL multimodal RoPE): positions are 3-D (temporal,
+    height, width) and the head_dim / 2 rotary frequencies are split into these sections in
+    order, section k turned by axis k % 3 (transformers' `mrope_section`, e.g. (16, 24, 24)).
     """
 
     theta: float = 10000.0
@@ -36,6 +40,7 @@ class RopeConfig:
     low_freq_factor: float = 1.0
     high_freq_factor: float = 4.0
     original_max_positions: int = 8192
+    mrope_section: tuple[int, ...] | None = None  # None: 1-D positions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +136,9 @@ class VitConfig(TransformerConfig):
 
     Feature selection for a VLM: `feature_layer` indexes the hidden-state list the way HF
     does (0 = embeddings, -1 = last block output, -2 = the one before; a tuple concatenates
-    several along channels); `keep_prefix` keeps the CLS and register tokens.
+    several along channels); `keep_prefix` keeps the CLS and register tokens; `feature_norm`
+    applies the post-norm to the last block's output, i.e. takes `last_hidden_state` (Gemma 3,
+    PaliGemma) rather than hidden_states[-1] (LLaVA).
     """
 
     family: str = "siglip"  # one of VIT_FAMILIES: for HF import/export and preprocessing
@@ -152,6 +159,10 @@ class VitConfig(TransformerConfig):
     key_bias: bool | None = None  # None: as qkv_bias; DINOv3 has q and v biases but no k bias
     feature_layer: int | tuple[int, ...] = -2
     keep_prefix: bool = False
+    feature_norm: bool = False
+    # the preprocessing's resampling filter when it is not the family's (fgjax.data.images):
+    # Gemma 3's SigLIP images are resized bilinearly
+    resample: str | None = None
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -209,6 +220,13 @@ class VitConfig(TransformerConfig):
             _check(
                 -(self.depth + 1) <= layer <= self.depth,
                 f"feature_layer={layer} is outside the {self.depth + 1} hidden states",
+            )
+        if self.feature_norm:
+            _check(
+                self.post_norm == "last" and self.feature_layers in ((-1,), (self.depth,)),
+                "feature_norm takes last_hidden_state: it needs post_norm='last' and "
+                f"feature_layer=-1 (got post_norm={self.post_norm!r}, "
+                f"feature_layer={self.feature_layer})",
             )
 
 
@@ -301,9 +319,19 @@ class DecoderConfig(TransformerConfig):
             "local_rope is the RoPE of the sliding layers: set layer_types too",
         )
         _check(self.dim_per_head % 2 == 0, "RoPE needs an even head_dim")
+        if (sections := self.rope.mrope_section) is not None:
+            _check(
+                sum(sections) == self.dim_per_head // 2,
+                f"rope.mrope_section={sections} must add up to head_dim / 2 = "
+                f"{self.dim_per_head // 2} (the rotary frequencies it splits)",
+            )
+            _check(
+                self.sliding_window is None and self.local_rope is None,
+                "multimodal RoPE (rope.mrope_section) with sliding-window layers is not supported",
+            )
 
 
-PROJECTORS = ("linear", "mlp_gelu", "fused_gelu_mlp")
+PROJECTORS = ("linear", "mlp_gelu", "fused_gelu_mlp", "gemma3")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,12 +339,16 @@ class ProjectorConfig:
     """Maps image features to the decoder width.
 
     kind "linear"; "mlp_gelu" with `depth` N layers (LLaVA's "mlp{N}x_gelu": Linear, then N-1
-    times GELU + Linear); "fused_gelu_mlp" (Prismatic: in -> 4*in -> out -> out, GELU between).
+    times GELU + Linear); "fused_gelu_mlp" (Prismatic: in -> 4*in -> out -> out, GELU between);
+    "gemma3" (Gemma 3's multimodal projector: the patch grid average-pooled to `tokens` per
+    image, Gemma's RMSNorm (1 + w) with `norm_eps`, one linear map without bias).
     """
 
     kind: str = "mlp_gelu"
     depth: int = 2
     bias: bool = True
+    tokens: int | None = None  # gemma3: image tokens per image after pooling (a square)
+    norm_eps: float = 1e-6  # gemma3: eps of the norm before the linear map
 
     @classmethod
     def from_name(cls, name: str) -> ProjectorConfig:
@@ -337,8 +369,17 @@ class VLMConfig:
     """Encoder -> projector -> decoder, with image features placed at image-token positions.
 
     `image_layout` says where the prompt builder puts the image tokens: "inline" (wherever
-    the text has `<image>`, LLaVA/HF) or "after_bos" (Prismatic). The model itself always
-    scatters features into the positions holding `image_token_id`.
+    the text has `<image>`, LLaVA/HF), "after_bos" (Prismatic), "gemma3" (inline, wrapped as
+    Gemma 3's processor does: "\n\n", `image_boundary_ids[0]`, the image tokens,
+    `image_boundary_ids[1]`, "\n\n") or "before_bos" (PaliGemma: image tokens, BOS, text).
+    The model itself always scatters features into the positions holding `image_token_id`.
+
+    `image_attention` is how the decoder attends, built by `VLM.__call__` from the tokens so
+    that every caller gets it: "causal" (LLaVA); "bidirectional" (Gemma 3: the tokens of each
+    image, a run of consecutive image tokens, also see each other both ways; causal
+    elsewhere); "prefix" (PaliGemma's prefix-LM: the image and the prompt, i.e. all tokens of
+    a call that starts the sequence, or those `prefix_mask` marks, see each other both ways;
+    what follows is causal).
     """
 
     encoder: VitConfig | FusedVitConfig = VitConfig()
@@ -346,21 +387,54 @@ class VLMConfig:
     decoder: DecoderConfig = DecoderConfig()
     image_token_id: int = 255
     image_layout: str = "inline"
+    image_attention: str = "causal"
+    image_boundary_ids: tuple[int, int] | None = None  # (begin, end) tokens around each image
 
     @property
     def num_image_tokens(self) -> int:
+        """Image tokens per image in the prompt."""
+        if self.projector.kind == "gemma3":
+            return self.projector.tokens
         return self.encoder.num_features
 
     def validate(self) -> None:
         self.encoder.validate()
         self.decoder.validate()
         _check(self.projector.kind in PROJECTORS, f"unknown projector kind {self.projector.kind!r}")
-        _check(self.image_layout in ("inline", "after_bos"), f"image_layout={self.image_layout!r}")
+        _check(
+            self.image_layout in IMAGE_LAYOUTS,
+            f"image_layout={self.image_layout!r}; choose one of {IMAGE_LAYOUTS}",
+        )
+        _check(
+            self.image_attention in IMAGE_ATTENTION,
+            f"image_attention={self.image_attention!r}; choose one of {IMAGE_ATTENTION}",
+        )
+        _check(
+            (self.image_layout == "gemma3") == (self.image_boundary_ids is not None),
+            "image_layout 'gemma3' needs image_boundary_ids (begin, end), and only it uses them",
+        )
+        if self.projector.kind == "gemma3":
+            self._check_pooling()
         _check(
             0 <= self.image_token_id < self.decoder.vocab_size,
             f"image_token_id={self.image_token_id} is outside the vocabulary "
             f"({self.decoder.vocab_size}); extend the vocabulary or pick another id",
         )
+
+    def _check_pooling(self) -> None:
+        enc, tokens = self.encoder, self.projector.tokens
+        _check(isinstance(enc, VitConfig), "the gemma3 projector pools one tower's patch grid")
+        side = round((tokens or 0) ** 0.5)
+        grid = enc.resolution // enc.patch_size
+        _check(
+            bool(tokens) and side * side == tokens and grid % side == 0 and not enc.keep_prefix,
+            f"the gemma3 projector pools the {grid} x {grid} patch grid to projector.tokens="
+            f"{tokens}: it must be a square whose side divides {grid}",
+        )
+
+
+IMAGE_LAYOUTS = ("inline", "after_bos", "gemma3", "before_bos")
+IMAGE_ATTENTION = ("causal", "bidirectional", "prefix")
 
 
 def _check(ok: bool, message: str) -> None:

@@ -87,6 +87,7 @@ class Decoder(nnx.Module):
         positions: jax.Array | None = None,
         input_mask: jax.Array | None = None,
         attn_mask: jax.Array | None = None,
+        window_exempt: jax.Array | None = None,
         cache: KVCache | None = None,
         return_hidden: bool = False,
         return_logits: bool = True,
@@ -96,10 +97,16 @@ class Decoder(nnx.Module):
         tokens: i32[B, T], or embeds: [B, T, D] (already embedded, e.g. by `embed` and with
           image features; used as they are, without Gemma's sqrt(D) scale);
         positions: i32[B, T] RoPE positions (default: slot index, i.e. arange(T) + cache.end);
+          with multimodal RoPE (cfg.rope.mrope_section) also i32[B, T, 3] (temporal, height,
+          width; `qwen_vl.mrope_positions`), while i32[B, T] are text positions on all three
+          axes, shifted after a KV cache by its rope delta (`mrope_delta`: a prompt with an
+          image continues after its largest position, as transformers' `rope_deltas`);
         input_mask: bool[B, T], False for padding (default all True);
         attn_mask: bool[B, T, T] among the new tokens (default causal; see
           attention.make_attention_mask for prefix-LM masks, or pass block-diagonal masks to
           score several continuations of one cached prefix in one row);
+        window_exempt: bool[B, T, T], pairs among the new tokens that sliding-window layers
+          let attend (as attn_mask allows) at any distance (PaliGemma 2's prefix);
         cache: a KVCache; new keys are written at cache.end, queries also see its valid slots.
         """
         cfg = self.cfg
@@ -111,6 +118,10 @@ class Decoder(nnx.Module):
             positions = jnp.broadcast_to(
                 start + jnp.arange(length, dtype=jnp.int32), (batch, length)
             )
+        rope_positions = positions
+        if cfg.rope.mrope_section is not None:
+            rope_positions = _mrope_positions(positions, cache)
+            positions = rope_positions.max(axis=-1)  # what the cache keeps; decoding goes on after
         if input_mask is None:
             input_mask = jnp.ones((batch, length), bool)
         block_mask = causal_mask(length)[None] if attn_mask is None else attn_mask
@@ -132,11 +143,14 @@ class Decoder(nnx.Module):
                 block_mask, input_mask, positions, cache, window
             )
             kv = (cache.k, cache.v)
-        rope = rope_tables(positions, rope_inv_freq(cfg.dim_per_head, cfg.rope), cfg.compute_dtype)
+        inv_freq = rope_inv_freq(cfg.dim_per_head, cfg.rope)
+        rope = rope_tables(rope_positions, inv_freq, cfg.compute_dtype, cfg.rope.mrope_section)
         local = None
         if layered:
             keys = None if cache is None else key_positions
             local_mask = window_mask(mask, positions, cfg.sliding_window, keys)
+            if window_exempt is not None:
+                local_mask = local_mask | (mask & _at_new_slots(window_exempt, cache))
             local_rope = rope
             if cfg.local_rope is not None:
                 inv_freq = rope_inv_freq(cfg.dim_per_head, cfg.local_rope)
@@ -156,3 +170,31 @@ class Decoder(nnx.Module):
             last,
             new_cache,
         )
+
+
+def mrope_delta(cache: KVCache) -> jax.Array:
+    """i32[B]: how far a multimodal-RoPE row's positions run ahead of its token count, the
+    largest position in the cache + 1 - its valid slots (transformers' `rope_deltas`; 0 for
+    text only or an empty cache). The cache keeps each token's largest axis position."""
+    count = cache.valid.sum(axis=1).astype(jnp.int32)
+    top = jnp.max(jnp.where(cache.valid, cache.positions, -1), axis=1)
+    return jnp.where(count > 0, top + 1 - count, 0)
+
+
+def _mrope_positions(positions: jax.Array, cache: KVCache | None) -> jax.Array:
+    """i32[B, T, 3]: 3-D positions as given, or text positions i32[B, T] on all three axes
+    (after a cache shifted by its `mrope_delta`)."""
+    if positions.ndim == 3:
+        return positions
+    if cache is not None:
+        positions = positions + mrope_delta(cache)[:, None]
+    return jnp.broadcast_to(positions[..., None], (*positions.shape, 3))
+
+
+def _at_new_slots(pairs: jax.Array, cache: KVCache | None) -> jax.Array:
+    """bool[B, T, T] among the new tokens -> bool[B, T, S] over the key slots they occupy."""
+    if cache is None:
+        return pairs
+    batch, length, _ = pairs.shape
+    out = jnp.zeros((batch, length, cache.capacity), bool)
+    return jax.lax.dynamic_update_slice(out, pairs, (0, 0, cache.end))

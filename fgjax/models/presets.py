@@ -17,6 +17,8 @@ from fgjax.models.config import (
     VitConfig,
     VLMConfig,
 )
+from fgjax.models.qwen_vision import Qwen25VisionConfig
+from fgjax.models.qwen_vl import Qwen25VLConfig
 
 # -- vision towers -----------------------------------------------------------------------------
 
@@ -166,6 +168,29 @@ def _qwen3(**kw) -> DecoderConfig:
         max_positions=40960, bos_token_id=151643, eos_token_id=151645, vocab_size=151936,
     )  # fmt: skip
     return DecoderConfig(**{**base, **kw})
+
+
+def qwen25_vl_7b(**decoder_overrides) -> Qwen25VLConfig:
+    """Qwen/Qwen2.5-VL-7B-Instruct: the 32-block window-attention tower (full attention in
+    blocks 7, 15, 23, 31) merged into a Qwen2.5-7B decoder with M-RoPE (16, 24, 24)."""
+    tower = Qwen25VisionConfig(
+        width=1280, depth=32, num_heads=16, mlp_dim=3420, fullatt_block_indexes=(7, 15, 23, 31),
+        out_dim=3584,
+    )  # fmt: skip
+    text = _qwen2(
+        vocab_size=152064, width=3584, depth=28, num_heads=28, num_kv_heads=4, mlp_dim=18944,
+        max_positions=128000, rope=RopeConfig(theta=1e6, mrope_section=(16, 24, 24)),
+        bos_token_id=151643, eos_token_id=151645, **decoder_overrides,
+    )  # fmt: skip
+    return Qwen25VLConfig(
+        encoder=tower,
+        decoder=text,
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+        tokens_per_second=2,
+    )
 
 
 def _layer_types(depth: int, full_every: int) -> tuple[str, ...]:
@@ -429,3 +454,43 @@ def vlm(
 def llava15_7b(**kw) -> VLMConfig:
     """LLaVA-1.5-7B: CLIP ViT-L/14-336 + Vicuna-7B v1.5 (vocab 32064), mlp2x_gelu."""
     return vlm("clip_l336", "vicuna7b_llava", "mlp2x_gelu", **kw)
+
+
+def _siglip_so400m_last(image_size: int, **kw) -> VitConfig:
+    """SigLIP So400m/14 without its pooling head, features its post-normed last_hidden_state
+    (the tower of Gemma 3 and PaliGemma)."""
+    return _siglip(
+        width=1152, depth=27, num_heads=16, mlp_dim=4304, image_size=image_size, patch_size=14,
+        pool=None, feature_layer=-1, feature_norm=True, **kw,
+    )  # fmt: skip
+
+
+def gemma3_vlm(decoder_name: str = "gemma3_4b", **decoder_overrides) -> VLMConfig:
+    """google/gemma-3-4b-pt (decoder "gemma3_4b"), -12b-pt ("gemma3_12b"), -27b-pt
+    ("gemma3_27b"): SigLIP So400m/14 at 896 px (64 x 64 patches) average-pooled to 256 tokens
+    per image, each image's tokens attending both ways."""
+    return VLMConfig(
+        encoder=_siglip_so400m_last(896, resample="bilinear"),  # as Gemma3ImageProcessor
+        projector=ProjectorConfig("gemma3", 1, False, tokens=256, norm_eps=1e-6),
+        decoder=decoder(decoder_name, **decoder_overrides),
+        image_token_id=262144,
+        image_layout="gemma3",
+        image_attention="bidirectional",
+        image_boundary_ids=(255999, 256000),  # <start_of_image>, <end_of_image>
+    )
+
+
+def paligemma2(image_size: int = 224, decoder_name: str = "gemma2_2b", **kw) -> VLMConfig:
+    """google/paligemma2-3b-pt-224 (and -448, -896 by `image_size`; -10b with "gemma2_9b",
+    -28b with "gemma2_27b"): SigLIP So400m/14, a linear projector into Gemma 2 with PaliGemma's
+    vocabulary (257216: 1024 location and 128 segmentation tokens added), prefix-LM
+    attention."""
+    dec = decoder(decoder_name, vocab_size=257216, **kw)
+    return VLMConfig(
+        encoder=_siglip_so400m_last(image_size),
+        projector=ProjectorConfig("linear", 1, True),
+        decoder=dec,
+        image_token_id=257152,
+        image_layout="before_bos",
+        image_attention="prefix",
+    )

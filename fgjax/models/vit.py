@@ -181,7 +181,8 @@ class VisionEncoder(nnx.Module):
 
     def features(self, images: jax.Array) -> jax.Array:
         """The image tokens a VLM consumes: hidden_states[feature_layer] (several layers are
-        concatenated along channels), prefix tokens dropped unless `keep_prefix`.
+        concatenated along channels; post-normed with `feature_norm`), prefix tokens dropped
+        unless `keep_prefix`.
 
         images: f32[B, H, W, C] -> [B, N (+ P), D * len(feature_layers)]. Only the blocks up
         to the deepest selected layer run.
@@ -194,6 +195,8 @@ class VisionEncoder(nnx.Module):
         )
         states = (x0, *hidden) if len(layers) > 1 else {max(layers): x}
         selected = [states[i] for i in layers]
+        if cfg.feature_norm:  # last_hidden_state (validate: the last layer alone)
+            selected = [self.post_norm(selected[0])]
         if not cfg.keep_prefix:
             selected = [s[:, cfg.num_prefix_tokens :] for s in selected]
         return jnp.concatenate(selected, axis=-1) if len(selected) > 1 else selected[0]

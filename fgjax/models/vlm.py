@@ -1,5 +1,8 @@
 """The vision-language model: encoder -> projector -> decoder, with the projected image
-features placed at the image-token positions of the text (LLaVA / HF semantics).
+features placed at the image-token positions of the text (LLaVA / HF semantics). The
+attention among image tokens is the config's (`VLMConfig.image_attention`: causal as LLaVA,
+bidirectional within each image as Gemma 3, or a bidirectional prefix as PaliGemma), built
+here from the tokens so that training, scoring and generation all get it.
 
 Axis legend: B batch (one row per conversation), M images per row, N image tokens per image,
 T tokens, D decoder width.
@@ -11,9 +14,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from fgjax.models.attention import causal_mask
 from fgjax.models.config import FusedVitConfig, VLMConfig
 from fgjax.models.decoder import Decoder, DecoderOutput
-from fgjax.models.projector import Projector
+from fgjax.models.projector import PooledProjector, Projector
 from fgjax.models.vit import build_encoder
 
 
@@ -21,9 +25,10 @@ def components(cfg: VLMConfig) -> dict:
     """name -> function(rngs) building that part of a VLM on its own (e.g. to randomly
     initialize only the parts that are not loaded from pretrained weights)."""
     dec = cfg.decoder
+    projector = PooledProjector if cfg.projector.kind == "gemma3" else Projector
     return {
         "encoder": lambda rngs: build_encoder(cfg.encoder, rngs),
-        "projector": lambda rngs: Projector(
+        "projector": lambda rngs: projector(
             cfg.projector,
             cfg.encoder.feature_dim,
             dec.width,
@@ -90,12 +95,74 @@ class VLM(nnx.Module):
         *,
         stop_encoder_gradient: bool = False,
         image_features: jax.Array | None = None,
+        prefix_mask: jax.Array | None = None,
         **decoder_kwargs,
     ) -> DecoderOutput:
         """tokens: i32[B, T]; images as in `image_features` (or None for text only), or
         their `image_features` computed already. Other keyword arguments (positions,
-        input_mask, attn_mask, cache, return_hidden, return_logits) go to `Decoder.__call__`.
+        input_mask, attn_mask, cache, return_hidden, return_logits) go to `Decoder.__call__`;
+        the attention among image tokens (`cfg.image_attention`) is added to `attn_mask`
+        (default causal) here. prefix_mask: bool[B, T], the bidirectional prefix of a
+        prefix-LM ("prefix"; default: every token of a call that starts the sequence).
         Returns logits f32[B, T, V] and friends."""
         embeds = self.embed(tokens, images, stop_encoder_gradient=stop_encoder_gradient,
                             image_features=image_features)  # fmt: skip
+        kind = self.cfg.image_attention
+        if prefix_mask is not None and kind != "prefix":
+            raise ValueError(f"prefix_mask is for prefix-LM VLMs; this one's is {kind!r}")
+        if kind != "causal":
+            decoder_kwargs.update(
+                bidirectional_attention(tokens, self.cfg, prefix_mask=prefix_mask, **decoder_kwargs)
+            )
         return self.decoder(embeds=embeds, **decoder_kwargs)
+
+
+def image_blocks(tokens: jax.Array, image_token_id: int) -> jax.Array:
+    """bool[B, T, T]: query and key both in the same run of consecutive image tokens (one
+    image, as transformers' token_type_ids blocks for Gemma 3)."""
+    is_image = tokens == image_token_id
+    starts = is_image & ~jnp.pad(is_image, ((0, 0), (1, 0)))[:, :-1]
+    block = jnp.where(is_image, jnp.cumsum(starts, axis=1), 0)  # 1, 2, ... per image; 0 text
+    return (block[:, :, None] == block[:, None, :]) & is_image[:, :, None]
+
+
+def bidirectional_attention(
+    tokens, cfg: VLMConfig, *, prefix_mask=None, attn_mask=None, input_mask=None, cache=None,
+    **_,
+) -> dict:  # fmt: skip
+    """The decoder's `attn_mask` (and `window_exempt`) for a VLM whose image tokens attend
+    both ways, as transformers 5.24 builds them:
+
+    "bidirectional" (Gemma 3): attn_mask | the image blocks; its sliding layers keep the window
+      on top (AND(window, OR(causal, image blocks))).
+    "prefix" (PaliGemma): attn_mask | prefix x prefix, where the prefix is `prefix_mask` (HF's
+      token_type_ids == 0) or, by default, the call's real tokens if it starts the sequence (no
+      cache or an empty one: the prompt; later calls decode the causal suffix). Sliding
+      layers (PaliGemma 2) OR the prefix into their windowed causal mask: prefix pairs are
+      exempt from the window.
+    A given attn_mask (packed rows, scoring several continuations) limits the blocks to pairs
+    it relates either way, so that they never join two samples.
+    """
+    length = tokens.shape[1]
+    base = causal_mask(length)[None] if attn_mask is None else attn_mask
+    base = jnp.broadcast_to(base, (tokens.shape[0], length, length))
+    related = base | jnp.swapaxes(base, 1, 2)
+    if cfg.image_attention == "bidirectional":
+        return {"attn_mask": base | (image_blocks(tokens, cfg.image_token_id) & related)}
+    if prefix_mask is None:
+        prefix_mask = jnp.ones(tokens.shape, bool) if input_mask is None else input_mask
+        if cache is not None:
+            prefix_mask = prefix_mask & (cache.end == 0)
+    pairs = prefix_mask[:, :, None] & prefix_mask[:, None, :] & related
+    return {"attn_mask": base | pairs, "window_exempt": pairs}
+
+
+def prefix_before_targets(targets, input_mask, segment_ids=None) -> jax.Array:
+    """bool[B, T]: the prefix-LM prefix of rows that hold their answers, every real token
+    before the first target (targets: bool[B, T], a loss mask) of its sample (segment_ids:
+    i32[B, T] of packed rows; None: one sample per row). PaliGemma's token_type_ids == 0."""
+    seen = jnp.cumsum(targets.astype(jnp.int32), axis=1)
+    if segment_ids is not None:  # count from each sample's start (seen never decreases)
+        starts = segment_ids != jnp.pad(segment_ids, ((0, 0), (1, 0)), constant_values=-1)[:, :-1]
+        seen = seen - jax.lax.cummax(jnp.where(starts, seen - targets, 0), axis=1)
+    return (seen == 0) & input_mask

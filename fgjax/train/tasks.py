@@ -19,6 +19,7 @@ from fgjax.models import presets
 from fgjax.models.config import DecoderConfig, VLMConfig
 from fgjax.models.contrastive import ContrastiveConfig, TextTowerConfig, sigmoid_loss
 from fgjax.models.layers import at_least_float32
+from fgjax.models.vlm import prefix_before_targets
 from fgjax.train import flops
 from fgjax.train.optim import VLM_GROUPS
 
@@ -129,12 +130,17 @@ class VlmTask:
         stop = not trainable.get("encoder", False)
 
         def loss(model, batch):
+            kwargs = decoder_inputs(batch)
+            if getattr(model.cfg, "image_attention", None) == "prefix":  # PaliGemma
+                kwargs["prefix_mask"] = prefix_before_targets(
+                    batch["loss_mask"], batch["input_mask"], batch.get("segment_ids")
+                )
             out = model(
                 batch["tokens"],
                 batch["images"],
                 stop_encoder_gradient=stop,
                 return_logits=loss_tokens_per_row is None,
-                **decoder_inputs(batch),
+                **kwargs,
             )
             return _loss(model.decoder, out, batch, loss_tokens_per_row)
 

@@ -27,6 +27,10 @@ CLIP_L336 = dict(
     image_size=336, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=24,
     patch_size=14, projection_dim=768, hidden_act="quick_gelu", layer_norm_eps=1e-05,
 )  # fmt: skip
+GEMMA3_SIGLIP = dict(
+    hidden_size=1152, image_size=896, intermediate_size=4304, model_type="siglip_vision_model",
+    num_attention_heads=16, num_hidden_layers=27, patch_size=14, vision_use_head=False,
+)  # fmt: skip
 HF_CONFIGS = {
     # openai/clip-vit-large-patch14-336 (vision_config)
     "clip_l336": CLIP_L336,
@@ -221,6 +225,42 @@ HF_CONFIGS = {
         tie_word_embeddings=False, vision_config={**CLIP_L336, "vocab_size": 32000},
         vision_feature_layer=-2, vision_feature_select_strategy="default", vocab_size=32064,
     ),
+    # google/gemma-3-4b-pt, -12b-pt: a sparse text_config (Gemma3TextConfig's defaults fill
+    # the rest) and the SigLIP So400m/14 tower at 896 px without its head
+    "gemma3_4b_vlm": dict(
+        architectures=["Gemma3ForConditionalGeneration"], model_type="gemma3",
+        boi_token_index=255999, eoi_token_index=256000, image_token_index=262144,
+        mm_tokens_per_image=256,
+        text_config=dict(hidden_size=2560, intermediate_size=10240, model_type="gemma3_text",
+                         num_hidden_layers=34, rope_scaling=dict(factor=8.0, rope_type="linear"),
+                         sliding_window=1024),
+        vision_config=GEMMA3_SIGLIP,
+    ),
+    "gemma3_12b_vlm": dict(
+        architectures=["Gemma3ForConditionalGeneration"], model_type="gemma3",
+        boi_token_index=255999, eoi_token_index=256000, image_token_index=262144,
+        mm_tokens_per_image=256,
+        text_config=dict(hidden_size=3840, intermediate_size=15360, model_type="gemma3_text",
+                         num_attention_heads=16, num_hidden_layers=48, num_key_value_heads=8,
+                         rope_scaling=dict(factor=8.0, rope_type="linear"), sliding_window=1024),
+        vision_config=GEMMA3_SIGLIP,
+    ),
+    # google/paligemma2-3b-pt-224: Gemma 2 2B with PaliGemma's 257216-token vocabulary
+    "paligemma2_3b_224": dict(
+        architectures=["PaliGemmaForConditionalGeneration"], model_type="paligemma",
+        bos_token_id=2, eos_token_id=1, hidden_size=2048, image_token_index=257152,
+        pad_token_id=0, projection_dim=2304,
+        text_config=dict(attn_logit_softcapping=50.0, cache_implementation="hybrid",
+                         final_logit_softcapping=30.0, head_dim=256,
+                         hidden_activation="gelu_pytorch_tanh", hidden_size=2304,
+                         intermediate_size=9216, model_type="gemma2", num_attention_heads=8,
+                         num_hidden_layers=26, num_image_tokens=256, num_key_value_heads=4,
+                         query_pre_attn_scalar=256, sliding_window=4096, vocab_size=257216),
+        vision_config=dict(hidden_size=1152, intermediate_size=4304,
+                           model_type="siglip_vision_model", num_attention_heads=16,
+                           num_hidden_layers=27, num_image_tokens=256, num_positions=256,
+                           patch_size=14, projection_dim=2304, vision_use_head=False),
+    ),
 }  # fmt: skip
 HF_CONFIGS["vicuna7b_llava"] = {
     **LLAMA2_7B,
@@ -230,9 +270,18 @@ HF_CONFIGS["vicuna7b_llava"] = {
 del HF_CONFIGS["llava15_7b"]["vision_config"]["architectures"]
 
 
+VLM_PRESETS = {
+    "gemma3_4b_vlm": lambda: presets.gemma3_vlm("gemma3_4b"),
+    "gemma3_12b_vlm": lambda: presets.gemma3_vlm("gemma3_12b"),
+    "paligemma2_3b_224": lambda: presets.paligemma2(224),
+}
+
+
 def preset(name):
     if name == "llava15_7b":
         return presets.llava15_7b()
+    if name in VLM_PRESETS:
+        return VLM_PRESETS[name]()
     if name in presets.ENCODERS:
         return presets.encoder(name)
     return presets.decoder(name)
@@ -288,6 +337,8 @@ def test_published_config_converts_to_the_preset(name):
         "qwen3_8b",
         "gemma2_9b",
         "gemma3_4b",
+        "gemma3_4b_vlm",
+        "paligemma2_3b_224",
     ],
 )
 def test_preset_written_as_hf_config_counts_the_same(name):
