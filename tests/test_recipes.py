@@ -1,6 +1,6 @@
-"""The real-scale recipe (configs/llava15.py): every encoder and LLM it offers resolves to a
-valid model config with its chat template, HF directories and real parameter count, without
-weights (jax.eval_shape)."""
+"""The real-scale recipes (configs/llava15.py, configs/finetune_vlm.py): every encoder, LLM and
+whole VLM they offer resolves to a valid model config with its chat template, HF directories and
+real parameter count, without weights (jax.eval_shape)."""
 
 import importlib.util
 from pathlib import Path
@@ -11,17 +11,17 @@ from fgjax.data.templates import get_template
 from fgjax.models import param_count
 from fgjax.train import tasks
 
-RECIPE = Path(__file__).parents[1] / "configs" / "llava15.py"
+CONFIGS = Path(__file__).parents[1] / "configs"
 
 
-def recipe():
-    spec = importlib.util.spec_from_file_location("llava15", RECIPE)
+def recipe(name: str):
+    spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-LLAVA15 = recipe()
+LLAVA15, FINETUNE_VLM = recipe("llava15"), recipe("finetune_vlm")
 # parameter counts of the decoders at real size, as transformers counts them
 # (tests/hf/test_hf_param_counts.py checks the presets against transformers)
 LLM_PARAMS = {"qwen25_7b": 7_615_616_512, "qwen3_8b": 8_190_735_360, "gemma2_9b": 9_241_705_984,
@@ -61,3 +61,21 @@ def test_unknown_choices_name_the_options():
 def test_loss_tokens_puts_the_lm_head_at_the_loss_positions_only():
     assert "loss_tokens_per_row" not in LLAVA15.get_config("llm=gemma2_9b")
     assert LLAVA15.get_config("llm=gemma2_9b,loss_tokens=64").loss_tokens_per_row == 64
+
+
+# as transformers counts them (tests/hf/test_hf_gemma3_vlm.py, test_hf_paligemma.py)
+VLM_PARAMS = {"gemma3_4b": 4_300_079_472, "gemma3_12b": 12_187_325_040,
+              "paligemma2_224": 3_032_242_416}  # fmt: skip
+
+
+@pytest.mark.parametrize("vlm", list(FINETUNE_VLM.HF_NAMES))
+def test_every_whole_vlm_builds_with_its_template_and_checkpoint(vlm):
+    config = FINETUNE_VLM.get_config(f"vlm={vlm}")
+    model = tasks.VlmTask().model_config(config)
+    get_template(config.data.template)
+    assert config.init["vlm"].endswith(FINETUNE_VLM.HF_NAMES[vlm])
+    assert model.decoder.remat == "full" and model.decoder.dtype == "bfloat16"
+    if vlm in VLM_PARAMS:
+        assert param_count(model) == VLM_PARAMS[vlm]
+    with pytest.raises(ValueError, match="gemma3_12b"):
+        FINETUNE_VLM.get_config("vlm=gemma9")

@@ -480,6 +480,28 @@ def gemma3_vlm(decoder_name: str = "gemma3_4b", **decoder_overrides) -> VLMConfi
     )
 
 
+VLMS = {  # whole-VLM presets by name, for training configs (config.model.vlm)
+    "llava15_7b": lambda: llava15_7b(),
+    "gemma3_4b": lambda: gemma3_vlm("gemma3_4b"),
+    "gemma3_12b": lambda: gemma3_vlm("gemma3_12b"),
+    "gemma3_27b": lambda: gemma3_vlm("gemma3_27b"),
+    "paligemma2_224": lambda: paligemma2(224),
+    "paligemma2_448": lambda: paligemma2(448),
+}
+
+
+def whole_vlm(name: str, *, encoder_overrides=None, decoder_overrides=None) -> VLMConfig:
+    """A VLM preset of VLMS with fields of its encoder and decoder replaced."""
+    if name not in VLMS:
+        raise ValueError(f"unknown VLM preset {name!r}; available: {sorted(VLMS)}")
+    cfg = VLMS[name]()
+    return dataclasses.replace(
+        cfg,
+        encoder=_replace(cfg.encoder, encoder_overrides),
+        decoder=_replace(cfg.decoder, decoder_overrides),
+    )
+
+
 def paligemma2(image_size: int = 224, decoder_name: str = "gemma2_2b", **kw) -> VLMConfig:
     """google/paligemma2-3b-pt-224 (and -448, -896 by `image_size`; -10b with "gemma2_9b",
     -28b with "gemma2_27b"): SigLIP So400m/14, a linear projector into Gemma 2 with PaliGemma's

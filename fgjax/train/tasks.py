@@ -113,6 +113,14 @@ class VlmTask:
     def model_config(self, config) -> VLMConfig:
         m = config.model
         common = {**runtime_fields(m), "scan_layers": m.get("scan_layers", True)}
+        if m.get("vlm"):  # a whole family's VLM (Gemma 3, PaliGemma) as published
+            cfg = presets.whole_vlm(
+                m.vlm,
+                encoder_overrides={**common, **dict(m.get("encoder_overrides", {}))},
+                decoder_overrides={**common, **dict(m.get("decoder_overrides", {}))},
+            )
+            cfg.validate()
+            return cfg
         cfg = presets.vlm(
             m.encoder,
             m.decoder,

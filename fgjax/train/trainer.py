@@ -190,7 +190,10 @@ def fit_vocabulary(config, vocab_size: int) -> None:
     multiple = config.model.get("vocab_multiple")
     if not multiple:
         return
-    preset_vocab = presets.decoder(config.model.decoder).vocab_size
+    if config.model.get("vlm"):
+        preset_vocab = presets.whole_vlm(config.model.vlm).decoder.vocab_size
+    else:
+        preset_vocab = presets.decoder(config.model.decoder).vocab_size
     overrides = dict(config.model.get("decoder_overrides", {}))
     current = overrides.get("vocab_size", preset_vocab)
     if vocab_size > current:
