@@ -13,10 +13,7 @@ class prompt), and every key of configs/eval/fine_grained.py except model (share
 
 from fgjax.evaluate import compare, configs
 
-DATASETS = (
-    "oxford_flowers102", "oxford_iiit_pet", "food101", "cars196", "caltech_birds2011",
-    "stanford_dogs", "dtd",
-)  # fmt: skip
+DATASETS = configs.FINE_GRAINED
 
 
 def get_config(arg: str = ""):

@@ -15,10 +15,7 @@ manual download; add fgvc_aircraft or imagenet2012 (manual downloads) with datas
 
 from fgjax.evaluate import configs
 
-DATASETS = (
-    "oxford_flowers102", "oxford_iiit_pet", "food101", "cars196", "caltech_birds2011",
-    "stanford_dogs", "dtd",
-)  # fmt: skip
+DATASETS = configs.FINE_GRAINED
 
 
 def get_config(arg: str = ""):

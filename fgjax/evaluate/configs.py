@@ -29,6 +29,12 @@ PROTOCOLS = {
     "probe": {"features": ["vision_patch_mean", "vision_cls", "vlm_last", "vlm_mean"]},
     "general_qa": {"sources": [{"source": "specimens", "split": "test", "size": 500}]},
 }
+# the fine-grained TFDS datasets that need no manual download (configs/eval/fine_grained.py,
+# compare.py); fgvc_aircraft and imagenet2012 can be added with datasets=...
+FINE_GRAINED = (
+    "oxford_flowers102", "oxford_iiit_pet", "food101", "cars196", "caltech_birds2011",
+    "stanford_dogs", "dtd",
+)  # fmt: skip
 KEYS = (
     "model", "tokenizer", "template", "system", "datasets", "protocols", "max_examples",
     "max_train_examples", "negatives", "options_dir", "data_dir", "batch_size", "k", "preprocess",

@@ -106,3 +106,15 @@ def state_dicts_equal(a, b) -> list:
     bad = sorted(set(sa) ^ set(sb))
     bad += [k for k in sa if k in sb and not torch.equal(sa[k], sb[k])]
     return bad
+
+
+def transformers_count(hf: dict) -> int:
+    """Parameters of the transformers model for a config dict, built on the meta device."""
+    import transformers as tf
+
+    hf = dict(hf)
+    arch = hf.pop("architectures")[0]
+    config = tf.AutoConfig.for_model(**hf)
+    with torch.device("meta"):
+        model = getattr(tf, arch)(config)
+    return sum(p.numel() for p in model.parameters())

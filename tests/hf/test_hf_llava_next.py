@@ -359,13 +359,7 @@ PRESETS = {"llava_next_mistral_7b": lnx.llava_next_mistral_7b,
            "llava_onevision_qwen2_7b": lnx.llava_onevision_qwen2_7b}  # fmt: skip
 
 
-def transformers_count(hf: dict) -> int:
-    hf = dict(hf)
-    arch = hf.pop("architectures")[0]
-    config = tf.AutoConfig.for_model(**hf)
-    with torch.device("meta"):
-        model = getattr(tf, arch)(config)
-    return sum(p.numel() for p in model.parameters())
+transformers_count = ht.transformers_count
 
 
 @pytest.mark.parametrize("name", list(PUBLISHED))

@@ -8,9 +8,8 @@ that matter), not derived from fgjax, so the comparison is not circular.
 
 import dataclasses
 
+import hf_testing as ht
 import pytest
-import torch
-import transformers as tf
 
 from fgjax.hf import config_export, configs
 from fgjax.models import param_count, presets
@@ -287,14 +286,7 @@ def preset(name):
     return presets.decoder(name)
 
 
-def transformers_count(hf: dict) -> int:
-    """Parameters of the transformers model for a config dict, built on the meta device."""
-    hf = dict(hf)
-    arch = hf.pop("architectures")[0]
-    config = tf.AutoConfig.for_model(**hf)
-    with torch.device("meta"):
-        model = getattr(tf, arch)(config)
-    return sum(p.numel() for p in model.parameters())
+transformers_count = ht.transformers_count
 
 
 # the fields a config.json does not decide (the preset picks the input resolution, and token
