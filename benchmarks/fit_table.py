@@ -44,6 +44,8 @@ RECIPES = [
     ("llava15_dinov3_qwen25_v5p-32_align_llm",
      f"{LLAVA},llm_frozen=False,encoder=dinov3_l16,llm=qwen25_7b", "v5p-32",
      "DINOv3-L/16 + Qwen2.5-7B, align_llm"),
+    ("gemma3_12b_v5p-32_finetune", "configs/finetune_vlm.py:vlm=gemma3_12b", "v5p-32",
+     "Gemma 3 12B VLM (SigLIP 896 px), finetune on LLaVA-665K, batch 128"),
 ]  # fmt: skip
 
 
