@@ -12,6 +12,8 @@ S cache slots; the mask hides empty and padded slots.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -30,18 +32,26 @@ def causal_mask(length: int) -> jax.Array:
     return jnp.tril(jnp.ones((length, length), bool))
 
 
-class CausalMask(NamedTuple):
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["key_lengths"], meta_fields=["window"]
+)
+@dataclasses.dataclass(frozen=True)
+class CausalMask:
     """The causal mask over right-padded rows, by its structure rather than as bool[B, T, S]:
-    query t sees keys s <= t with s < key_lengths[b]. jax's fused attention takes it as
-    `is_causal` and sequence lengths, so cuDNN runs its causal kernel instead of a dense mask
-    turned into a bias; the reference builds the dense mask from it."""
+    query t sees keys s <= t with s < key_lengths[b] (and t - s < window when set). jax's fused
+    attention takes it as `is_causal` and sequence lengths, so cuDNN runs its causal kernel
+    instead of a dense mask turned into a bias, and the splash kernel skips the hidden blocks;
+    the reference builds the dense mask from it."""
 
     key_lengths: jax.Array  # i32[B]
+    window: int | None = None  # a sliding window (Mistral), static
 
     def dense(self, length: int) -> jax.Array:
         """bool[B, T, T]."""
         keys = jnp.arange(length)[None, None, :] < self.key_lengths[:, None, None]
-        return causal_mask(length)[None] & keys
+        mask = causal_mask(length)[None] & keys
+        positions = jnp.broadcast_to(jnp.arange(length), self.key_lengths.shape + (length,))
+        return window_mask(mask, positions, self.window)
 
 
 def make_attention_mask(input_mask: jax.Array, mask_ar: jax.Array) -> jax.Array:
@@ -260,12 +270,25 @@ def dot_product_attention(q, k, v, mask, scale, implementation="reference", soft
 
     implementation "reference" (below), or "xla" / "cudnn": jax.nn.dot_product_attention's, with
     the same mask (causal, padding, prefix-LM, sliding-window and packed masks are all boolean
-    [B, T, S] masks here). "auto": see resolve_implementation.
+    [B, T, S] masks here). "splash": the TPU Pallas kernel (models/splash.py) for a CausalMask
+    without a KV cache; any other mask goes to "xla" (the reference with a soft-cap). "auto":
+    see resolve_implementation.
     Reference: logits and softmax in float32 (as HF's eager attention; float64 in a float64
     model); probabilities cast back to the value dtype. Query head n uses KV head n // G, like
     HF's repeat_kv (as jax's grouped-query attention does).
     """
+    if implementation == "splash":
+        if isinstance(mask, CausalMask) and q.shape[1] == k.shape[1]:
+            from fgjax.models.splash import splash_attention
+
+            return splash_attention(
+                q, k, v, scale=scale, key_lengths=mask.key_lengths, window=mask.window,
+                softcap=softcap,
+            )  # fmt: skip
+        implementation = "xla"  # masks the kernel does not describe: prefix-LM, a KV cache
     implementation = "reference" if softcap else resolve_implementation(implementation, q.dtype)
+    if isinstance(mask, CausalMask) and mask.window is not None:
+        mask = mask.dense(k.shape[1])
     if isinstance(mask, CausalMask):
         if implementation != "reference":
             return jax.nn.dot_product_attention(

@@ -15,8 +15,9 @@ import jax.numpy as jnp
 ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu", "silu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 # "auto": fgjax's reference on CPU and in float64 (parity), jax.nn.dot_product_attention's XLA
-# path on accelerators; "cudnn": its fused cuDNN kernel (GPU, 16-bit dtypes; opt-in)
-ATTENTION = ("auto", "reference", "xla", "cudnn")
+# path on accelerators; "cudnn": its fused cuDNN kernel (GPU, 16-bit dtypes; opt-in);
+# "splash": the Pallas splash kernel (TPU; Pallas' interpreter elsewhere) for causal rows
+ATTENTION = ("auto", "reference", "xla", "cudnn", "splash")
 DECODER_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3")
 DTYPES = ("float32", "bfloat16", "float16", "float64")  # float64: references (needs jax_enable_x64)
 
@@ -108,8 +109,8 @@ class TransformerConfig:
         )
         _check(self.depth >= 1 and self.width >= 1, "depth and width must be positive")
         _check(
-            self.attn_softcap is None or self.attention in ("auto", "reference"),
-            f"attn_softcap={self.attn_softcap} needs attention='reference' (or 'auto'): "
+            self.attn_softcap is None or self.attention in ("auto", "reference", "splash"),
+            f"attn_softcap={self.attn_softcap} needs attention 'reference', 'splash' or 'auto': "
             f"jax.nn.dot_product_attention has no logit soft-capping",
         )
         _check(

@@ -131,10 +131,11 @@ class Decoder(nnx.Module):
         layered = cfg.sliding_layers is not None
         window = None if layered else cfg.sliding_window
         fused = resolve_implementation(cfg.attention, cfg.compute_dtype) != "reference"
-        if fused and attn_mask is None and cache is None and cfg.sliding_window is None:
+        if fused and attn_mask is None and cache is None and not layered:
             # jax's fused attention gets the causal structure itself (rows are right-padded:
             # every fgjax pipeline pads on the right), not a dense [B, T, T] mask
-            mask, kv = CausalMask(input_mask.sum(axis=1).astype(jnp.int32)), None
+            mask = CausalMask(input_mask.sum(axis=1).astype(jnp.int32), cfg.sliding_window)
+            kv = None
         elif cache is None:
             mask = window_mask(block_mask & input_mask[:, None, :], positions, window)
             kv = None
