@@ -17,18 +17,11 @@ from __future__ import annotations
 import dataclasses
 
 import grain
-import jax.numpy as jnp
 import numpy as np
 
+from fgjax.models.attention import segment_mask
 
-def segment_attention_mask(segment_ids):
-    """segment_ids: i32[B, T] (0 = padding) -> bool[B, T, T]: query t may attend to key s when
-    s <= t and both belong to the same (non-padding) sample. Works on numpy or jax arrays."""
-    length = segment_ids.shape[-1]
-    causal = jnp.tril(jnp.ones((length, length), bool))
-    same = segment_ids[:, :, None] == segment_ids[:, None, :]
-    real = segment_ids[:, None, :] > 0
-    return causal[None] & same & real
+segment_attention_mask = segment_mask  # bool[B, T, T] of packed rows (models/attention.py)
 
 
 STRATEGIES = {

@@ -32,24 +32,37 @@ def causal_mask(length: int) -> jax.Array:
     return jnp.tril(jnp.ones((length, length), bool))
 
 
+def segment_mask(segment_ids: jax.Array) -> jax.Array:
+    """segment_ids: i32[B, T] of packed rows (1, 2, ... per sample, 0 = padding) -> bool[B, T, T]:
+    query t may attend to key s when s <= t and both belong to the same (non-padding) sample."""
+    length = segment_ids.shape[-1]
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    return causal_mask(length)[None] & same & (segment_ids[:, None, :] > 0)
+
+
 @functools.partial(
-    jax.tree_util.register_dataclass, data_fields=["key_lengths"], meta_fields=["window"]
-)
+    jax.tree_util.register_dataclass, data_fields=["key_lengths", "segment_ids"],
+    meta_fields=["window"],
+)  # fmt: skip
 @dataclasses.dataclass(frozen=True)
 class CausalMask:
     """The causal mask over right-padded rows, by its structure rather than as bool[B, T, S]:
-    query t sees keys s <= t with s < key_lengths[b] (and t - s < window when set). jax's fused
+    query t sees keys s <= t with s < key_lengths[b], of its own sample in packed rows
+    (`segment_ids`, as `segment_mask`), and t - s < window when set. jax's fused
     attention takes it as `is_causal` and sequence lengths, so cuDNN runs its causal kernel
     instead of a dense mask turned into a bias, and the splash kernel skips the hidden blocks;
     the reference builds the dense mask from it."""
 
     key_lengths: jax.Array  # i32[B]
+    segment_ids: jax.Array | None = None  # i32[B, T] of packed rows
     window: int | None = None  # a sliding window (Mistral), static
 
     def dense(self, length: int) -> jax.Array:
         """bool[B, T, T]."""
         keys = jnp.arange(length)[None, None, :] < self.key_lengths[:, None, None]
         mask = causal_mask(length)[None] & keys
+        if self.segment_ids is not None:
+            mask &= segment_mask(self.segment_ids)
         positions = jnp.broadcast_to(jnp.arange(length), self.key_lengths.shape + (length,))
         return window_mask(mask, positions, self.window)
 
@@ -282,13 +295,13 @@ def dot_product_attention(q, k, v, mask, scale, implementation="reference", soft
             from fgjax.models.splash import splash_attention
 
             return splash_attention(
-                q, k, v, scale=scale, key_lengths=mask.key_lengths, window=mask.window,
-                softcap=softcap,
+                q, k, v, scale=scale, key_lengths=mask.key_lengths,
+                segment_ids=mask.segment_ids, window=mask.window, softcap=softcap,
             )  # fmt: skip
         implementation = "xla"  # masks the kernel does not describe: prefix-LM, a KV cache
     implementation = "reference" if softcap else resolve_implementation(implementation, q.dtype)
-    if isinstance(mask, CausalMask) and mask.window is not None:
-        mask = mask.dense(k.shape[1])
+    if isinstance(mask, CausalMask) and (mask.window is not None or mask.segment_ids is not None):
+        mask = mask.dense(k.shape[1])  # jax's attention takes neither
     if isinstance(mask, CausalMask):
         if implementation != "reference":
             return jax.nn.dot_product_attention(

@@ -20,6 +20,7 @@ from fgjax.models.attention import (
     resolve_implementation,
     rope_inv_freq,
     rope_tables,
+    segment_mask,
     window_mask,
 )
 from fgjax.models.config import DecoderConfig
@@ -87,6 +88,7 @@ class Decoder(nnx.Module):
         positions: jax.Array | None = None,
         input_mask: jax.Array | None = None,
         attn_mask: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
         window_exempt: jax.Array | None = None,
         cache: KVCache | None = None,
         return_hidden: bool = False,
@@ -105,6 +107,9 @@ class Decoder(nnx.Module):
         attn_mask: bool[B, T, T] among the new tokens (default causal; see
           attention.make_attention_mask for prefix-LM masks, or pass block-diagonal masks to
           score several continuations of one cached prefix in one row);
+        segment_ids: i32[B, T] of packed rows (1, 2, ... per sample, 0 padding; with positions
+          restarting per sample): causal attention within each sample, instead of attn_mask,
+          which fused kernels get as structure (attention.CausalMask) rather than bool[B, T, T];
         window_exempt: bool[B, T, T], pairs among the new tokens that sliding-window layers
           let attend (as attn_mask allows) at any distance (PaliGemma 2's prefix);
         cache: a KVCache; new keys are written at cache.end, queries also see its valid slots.
@@ -124,7 +129,12 @@ class Decoder(nnx.Module):
             positions = rope_positions.max(axis=-1)  # what the cache keeps; decoding goes on after
         if input_mask is None:
             input_mask = jnp.ones((batch, length), bool)
-        block_mask = causal_mask(length)[None] if attn_mask is None else attn_mask
+        if segment_ids is not None and (attn_mask is not None or cache is not None):
+            raise ValueError("segment_ids describe packed rows without a cache or attn_mask")
+        if segment_ids is not None:
+            block_mask = segment_mask(segment_ids)
+        else:
+            block_mask = causal_mask(length)[None] if attn_mask is None else attn_mask
         block_mask = jnp.broadcast_to(block_mask, (batch, length, length))
         # per-layer kinds (Gemma 2/3): the full layers see every earlier key, the sliding
         # ones a window; otherwise every layer takes `mask` (windowed for Mistral)
@@ -134,7 +144,8 @@ class Decoder(nnx.Module):
         if fused and attn_mask is None and cache is None and not layered:
             # jax's fused attention gets the causal structure itself (rows are right-padded:
             # every fgjax pipeline pads on the right), not a dense [B, T, T] mask
-            mask = CausalMask(input_mask.sum(axis=1).astype(jnp.int32), cfg.sliding_window)
+            lengths = input_mask.sum(axis=1).astype(jnp.int32)
+            mask = CausalMask(lengths, segment_ids, cfg.sliding_window)
             kv = None
         elif cache is None:
             mask = window_mask(block_mask & input_mask[:, None, :], positions, window)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fgjax.models.attention import causal_mask
+from fgjax.models.attention import causal_mask, segment_mask
 from fgjax.models.config import FusedVitConfig, VLMConfig
 from fgjax.models.decoder import Decoder, DecoderOutput
 from fgjax.models.projector import PooledProjector, Projector
@@ -111,6 +111,8 @@ class VLM(nnx.Module):
         if prefix_mask is not None and kind != "prefix":
             raise ValueError(f"prefix_mask is for prefix-LM VLMs; this one's is {kind!r}")
         if kind != "causal":
+            if (segments := decoder_kwargs.pop("segment_ids", None)) is not None:
+                decoder_kwargs["attn_mask"] = segment_mask(segments)  # image blocks join it
             decoder_kwargs.update(
                 bidirectional_attention(tokens, self.cfg, prefix_mask=prefix_mask, **decoder_kwargs)
             )

@@ -14,7 +14,6 @@ import dataclasses
 import jax.numpy as jnp
 import optax
 
-from fgjax.data.packing import segment_attention_mask
 from fgjax.models import presets
 from fgjax.models.config import DecoderConfig, VLMConfig
 from fgjax.models.contrastive import ContrastiveConfig, TextTowerConfig, sigmoid_loss
@@ -93,7 +92,7 @@ def decoder_inputs(batch: dict) -> dict:
     """Keyword arguments for Decoder/VLM calls from a batch; packed rows carry segment_ids."""
     kwargs = {"input_mask": batch["input_mask"]}
     if "segment_ids" in batch:
-        kwargs["attn_mask"] = segment_attention_mask(batch["segment_ids"])
+        kwargs["segment_ids"] = batch["segment_ids"]
         kwargs["positions"] = batch["positions"]
     return kwargs
 

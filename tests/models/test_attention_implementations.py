@@ -104,10 +104,11 @@ def test_auto_keeps_the_reference_where_parity_is_measured():
         dataclasses.replace(presets.decoder("tiny_llama"), attention="flash").validate()
 
 
-@pytest.mark.parametrize("preset", ["tiny_llama", "tiny_mistral_window"])
+@pytest.mark.parametrize("preset", ["tiny_llama", "tiny_mistral_window", "tiny_llama_packed"])
 def test_a_decoder_with_splash_attention_gives_the_reference_logits(preset):
     """attention="splash" (Pallas' interpreter on this CPU, the kernel on a TPU) in a whole
-    scanned, rematerialized decoder: right-padded causal rows, and Mistral's sliding window."""
+    scanned, rematerialized decoder: right-padded causal rows, Mistral's sliding window, and
+    packed rows (segment ids, positions restarting per sample)."""
     cfg = presets.decoder("tiny_llama", remat="full")
     if preset == "tiny_mistral_window":
         cfg = dataclasses.replace(cfg, family="mistral", sliding_window=40)
@@ -117,12 +118,25 @@ def test_a_decoder_with_splash_attention_gives_the_reference_logits(preset):
     tokens = jnp.asarray(np.random.default_rng(3).integers(0, cfg.vocab_size, (B, length)))
     input_mask = jnp.asarray(np.arange(length) < np.array([[length], [length - 50]]))
 
-    @nnx.jit
-    def logits(model, tokens, input_mask):
-        return model(tokens, input_mask=input_mask).logits
+    kwargs = {}
+    if preset == "tiny_llama_packed":  # samples of 30, 50 and 20 tokens, then padding
+        sizes = [[30, 50, 20, 28], [60, 18, 0, 50]]  # the last of each row is padding
+        segments = np.concatenate([[np.repeat(np.arange(1, 5), r)] for r in sizes])
+        segments = np.where(np.arange(length) < np.array([[100], [78]]), segments, 0)
+        positions = np.stack([np.concatenate([np.arange(n) for n in r]) for r in sizes])
+        kwargs = dict(segment_ids=jnp.asarray(segments), positions=jnp.asarray(positions))
+        input_mask = jnp.asarray(segments > 0)
 
-    a, b = logits(reference, tokens, input_mask), logits(splash, tokens, input_mask)
+    @nnx.jit
+    def logits(model, tokens, input_mask, kwargs):
+        return model(tokens, input_mask=input_mask, **kwargs).logits
+
+    a = logits(reference, tokens, input_mask, kwargs)
+    b = logits(splash, tokens, input_mask, kwargs)
     valid = np.asarray(input_mask)
     err = float(jnp.abs(a - b)[valid].max()) / float(jnp.abs(a).max())
     print(f"[splash decoder] {preset}: {err:.2e}")
+    if preset == "tiny_llama_packed":  # each sample as if alone in its row
+        alone = logits(reference, tokens[:1, 30:80], jnp.ones((1, 50), bool), {})
+        np.testing.assert_allclose(a[0, 30:80], alone[0], atol=1e-5 * float(jnp.abs(a).max()))
     assert err < 1e-5  # float32, another summation order: ~1e-7
