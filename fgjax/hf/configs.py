@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 
 from fgjax.models.config import DecoderConfig, ProjectorConfig, RopeConfig, VitConfig, VLMConfig
-from fgjax.models.qwen_vision import Qwen25VisionConfig
 from fgjax.models.qwen_vl import Qwen25VLConfig
 
 # architecture name in config.json -> fgjax model kind
@@ -424,141 +423,6 @@ def llava_from_hf(hf: dict) -> VLMConfig:
     )
 
 
-# transformers' Qwen2_5_VLTextConfig defaults (its attention: head_dim = width / heads, q/k/v
-# biases, no output bias: the Qwen2 family's)
-_QWEN25_VL_TEXT_DEFAULTS = dict(
-    vocab_size=152064, hidden_size=8192, intermediate_size=29568, num_hidden_layers=80,
-    num_attention_heads=64, num_key_value_heads=8, hidden_act="silu",
-    max_position_embeddings=32768, rms_norm_eps=1e-5, use_sliding_window=False,
-    bos_token_id=151643, eos_token_id=151645, pad_token_id=None,
-)  # fmt: skip
-_QWEN25_VL_MROPE = (16, 24, 24)  # transformers' mrope_section when the config has none
-_QWEN25_VL_TOP_LEVEL = ("architectures", "model_type", "text_config", "vision_config")
-
-
-def qwen25_vision_from_hf(v: dict) -> Qwen25VisionConfig:
-    """A Qwen2.5-VL `vision_config` dict (v4 and v5 schemas; absent fields at transformers'
-    defaults) -> Qwen25VisionConfig."""
-    rope = v.get("rope_parameters") or {}
-    if rope.get("rope_type", "axial") != "axial":
-        raise UnsupportedModelError(f"vision rope_type {rope['rope_type']!r}: only 'axial'")
-    return Qwen25VisionConfig(
-        width=v.get("hidden_size", 3584),
-        depth=v.get("depth", v.get("num_hidden_layers", 32)),
-        num_heads=v.get("num_heads", v.get("num_attention_heads", 16)),
-        mlp_dim=v.get("intermediate_size", 3420),
-        act=_act(v.get("hidden_act", "silu"), "vision_config"),
-        patch_size=v.get("patch_size", 14),
-        temporal_patch_size=v.get("temporal_patch_size", 2),
-        num_channels=v.get("in_channels", v.get("in_chans", 3)),  # in_chans: v4 configs
-        spatial_merge_size=v.get("spatial_merge_size", 2),
-        window_size=v.get("window_size", 112),
-        fullatt_block_indexes=tuple(v.get("fullatt_block_indexes", (7, 15, 23, 31))),
-        out_dim=v.get("out_hidden_size", 3584),
-        rope_theta=float(rope.get("rope_theta", 10000.0)),
-    )
-
-
-def qwen25_vl_from_hf(hf: dict) -> Qwen25VLConfig:
-    """A Qwen2_5_VLForConditionalGeneration config dict -> Qwen25VLConfig. The text model's
-    fields come from `text_config`, or, as transformers reads older configs, from the top
-    level; rope_type "mrope" is the default RoPE with `mrope_section`."""
-    text = hf.get("text_config")
-    if text is None:
-        text = {k: v for k, v in hf.items() if k not in _QWEN25_VL_TOP_LEVEL}
-    text = {**_QWEN25_VL_TEXT_DEFAULTS, **text}
-    params = dict(text.get("rope_parameters") or text.get("rope_scaling") or {})
-    params.setdefault("rope_theta", text.get("rope_theta", 1_000_000.0))
-    if params.get("rope_type", params.get("type", "default")) == "mrope":
-        params["rope_type"] = "default"
-    sections = tuple(params.pop("mrope_section", _QWEN25_VL_MROPE))
-    # Qwen2.5-VL's attention ignores head_dim (width / heads); its text model is Qwen2's
-    drop = ("head_dim", "rope_scaling", "rope_theta", "layer_types", "model_type")
-    text = {k: v for k, v in text.items() if k not in drop}
-    decoder = decoder_from_hf({**text, "model_type": "qwen2", "rope_parameters": params})
-    decoder = dataclasses.replace(
-        decoder,
-        rope=dataclasses.replace(decoder.rope, mrope_section=sections),
-        tie_embeddings=bool(hf.get("tie_word_embeddings") or text.get("tie_word_embeddings")),
-    )
-    vision = hf.get("vision_config") or {}
-    return Qwen25VLConfig(
-        encoder=qwen25_vision_from_hf(vision),
-        decoder=decoder,
-        image_token_id=hf.get("image_token_id", 151655),
-        video_token_id=hf.get("video_token_id", 151656),
-        vision_start_token_id=hf.get("vision_start_token_id", 151652),
-        vision_end_token_id=hf.get("vision_end_token_id", 151653),
-        tokens_per_second=vision.get("tokens_per_second", 4),
-    )
-
-
-def gemma3_vlm_from_hf(hf: dict) -> VLMConfig:
-    """A Gemma3ForConditionalGeneration config dict -> VLMConfig: a SigLIP tower's
-    last_hidden_state, pooled to mm_tokens_per_image by Gemma 3's projector, into a Gemma 3
-    decoder; each image's tokens attend both ways (transformers' token_type_ids blocks)."""
-    c = {"mm_tokens_per_image": 256, "boi_token_index": 255_999, "eoi_token_index": 256_000,
-         "image_token_index": 262_144, "tie_word_embeddings": True, **hf}  # fmt: skip
-    # Gemma3ImageProcessor resizes bilinearly (SigLIP's and PaliGemma's bicubically)
-    encoder = dataclasses.replace(_siglip_last_hidden_state(c, "Gemma 3"), resample="bilinear")
-    decoder = decoder_from_hf({"model_type": "gemma3_text", **(c.get("text_config") or {})})
-    if c["tie_word_embeddings"]:
-        decoder = dataclasses.replace(decoder, tie_embeddings=True)
-    eps = float((c.get("vision_config") or {}).get("layer_norm_eps", 1e-6))
-    return VLMConfig(
-        encoder=encoder,
-        projector=ProjectorConfig(
-            "gemma3", 1, False, tokens=c["mm_tokens_per_image"], norm_eps=eps
-        ),
-        decoder=decoder,
-        image_token_id=c.get("image_token_id", c["image_token_index"]),
-        image_layout="gemma3",
-        image_attention="bidirectional",
-        image_boundary_ids=(c["boi_token_index"], c["eoi_token_index"]),
-    )
-
-
-def paligemma_from_hf(hf: dict) -> VLMConfig:
-    """A PaliGemmaForConditionalGeneration config dict (PaliGemma 1: Gemma text, 2: Gemma 2)
-    -> VLMConfig: a SigLIP tower's last_hidden_state, a linear projector with bias and
-    prefix-LM attention (image and prompt both ways). transformers counts PaliGemma's
-    positions from 1, fgjax from 0: RoPE sees only their differences, so the model is the
-    same (to float rounding: tests/hf/test_hf_paligemma.py)."""
-    c = {"image_token_index": 256_000, "projection_dim": 2048, "tie_word_embeddings": True, **hf}
-    encoder = _siglip_last_hidden_state(c, "PaliGemma")
-    text = {"model_type": "gemma", **(c.get("text_config") or {})}
-    # PaliGemmaConfig sets use_bidirectional_attention, which PaliGemmaModel overrides with its
-    # own prefix-LM masks: it does not describe the decoder here
-    text.pop("use_bidirectional_attention", None)
-    decoder = decoder_from_hf(text)
-    if c["projection_dim"] != decoder.width:
-        raise UnsupportedModelError(
-            f"PaliGemma with projection_dim={c['projection_dim']} != text hidden_size="
-            f"{decoder.width}: the projected image features would not fit the decoder"
-        )
-    if c["tie_word_embeddings"]:
-        decoder = dataclasses.replace(decoder, tie_embeddings=True)
-    return VLMConfig(
-        encoder=encoder,
-        projector=ProjectorConfig("linear", 1, True),
-        decoder=decoder,
-        image_token_id=c.get("image_token_id", c["image_token_index"]),
-        image_layout="before_bos",
-        image_attention="prefix",
-    )
-
-
-def _siglip_last_hidden_state(c: dict, name: str) -> VitConfig:
-    """The SigLIP tower of a Gemma 3 / PaliGemma config dict `c`, its features the post-normed
-    last_hidden_state."""
-    vision = {"model_type": "siglip_vision_model", **(c.get("vision_config") or {})}
-    if vision["model_type"] != "siglip_vision_model":
-        raise UnsupportedModelError(
-            f"{name} with a {vision['model_type']!r} vision tower is not supported (SigLIP only)"
-        )
-    return dataclasses.replace(vit_from_hf(vision), feature_layer=-1, feature_norm=True)
-
-
 def from_hf(hf: dict, **overrides):
     """A config.json dict -> (architecture name, fgjax config), with fgjax-field `overrides`
     (for a VLM each override goes to the VLMConfig if it has the field, else to every
@@ -567,12 +431,10 @@ def from_hf(hf: dict, **overrides):
     kind = ARCHITECTURES[arch]
     if kind == "llava":
         cfg = llava_from_hf(hf)
-    elif kind == "gemma3_vlm":
-        cfg = gemma3_vlm_from_hf(hf)
-    elif kind == "paligemma":
-        cfg = paligemma_from_hf(hf)
-    elif kind == "qwen2_5_vl":
-        cfg = qwen25_vl_from_hf(hf)
+    elif kind in ("gemma3_vlm", "paligemma", "qwen2_5_vl"):
+        from fgjax.hf import vlm_configs  # they build on the readers above
+
+        cfg = vlm_configs.READERS[kind](hf)
     elif kind in ("llava_next", "llava_onevision"):
         from fgjax.hf.llava_next import llava_next_from_hf  # it builds on llava_from_hf
 

@@ -18,8 +18,9 @@ import dataclasses
 from flax import nnx
 
 from fgjax.hf import io, loader
-from fgjax.hf.configs import UnsupportedModelError, qwen25_vision_from_hf
+from fgjax.hf.configs import UnsupportedModelError
 from fgjax.hf.keymaps import QWEN25_VISION_RULES, KeyMap, _expand
+from fgjax.hf.vlm_configs import qwen25_vision_from_hf
 from fgjax.models import build
 from fgjax.models.qwen_vision import Qwen25VisionConfig
 
