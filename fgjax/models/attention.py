@@ -265,15 +265,18 @@ class Attention(nnx.Module):
         return self.o(out), (k, v)
 
 
-def resolve_implementation(implementation: str, dtype) -> str:
-    """The implementation "auto" stands for: fgjax's reference where parity is what matters
-    (CPU, where the tests compare against transformers, and float64 references, whose softmax
-    jax.nn.dot_product_attention would take in float32); jax's XLA attention elsewhere."""
+def resolve_implementation(implementation: str, dtype, backend: str | None = None) -> str:
+    """The implementation "auto" stands for on `backend` (default: jax's): fgjax's reference
+    where parity is what matters (CPU, where the tests compare against transformers, and
+    float64 references, whose softmax jax.nn.dot_product_attention would take in float32); the
+    splash kernel on a TPU (for the masks it describes, XLA's attention for the others); jax's
+    XLA attention on a GPU (cuDNN stays opt-in)."""
     if implementation != "auto":
         return implementation
-    if jax.default_backend() == "cpu" or jnp.dtype(dtype) == jnp.float64:
+    backend = backend or jax.default_backend()
+    if backend == "cpu" or jnp.dtype(dtype) == jnp.float64:
         return "reference"
-    return "xla"
+    return "splash" if backend == "tpu" else "xla"
 
 
 def dot_product_attention(q, k, v, mask, scale, implementation="reference", softcap=None):
@@ -284,21 +287,28 @@ def dot_product_attention(q, k, v, mask, scale, implementation="reference", soft
     implementation "reference" (below), or "xla" / "cudnn": jax.nn.dot_product_attention's, with
     the same mask (causal, padding, prefix-LM, sliding-window and packed masks are all boolean
     [B, T, S] masks here). "splash": the TPU Pallas kernel (models/splash.py) for a CausalMask
-    without a KV cache; any other mask goes to "xla" (the reference with a soft-cap). "auto":
-    see resolve_implementation.
+    without a KV cache (rows of whole 128-token tiles on a TPU); any other mask goes to "xla"
+    (the reference with a soft-cap). "auto": see resolve_implementation.
     Reference: logits and softmax in float32 (as HF's eager attention; float64 in a float64
     model); probabilities cast back to the value dtype. Query head n uses KV head n // G, like
     HF's repeat_kv (as jax's grouped-query attention does).
     """
+    implementation = resolve_implementation(implementation, q.dtype)
     if implementation == "splash":
-        if isinstance(mask, CausalMask) and q.shape[1] == k.shape[1]:
+        from fgjax.models.splash import BLOCK
+
+        on_tpu = jax.default_backend() == "tpu"  # the kernel's tiles: rows of whole blocks
+        whole = q.shape[1] % BLOCK == 0 or not on_tpu
+        if isinstance(mask, CausalMask) and q.shape[1] == k.shape[1] and whole:
             from fgjax.models.splash import splash_attention
 
             return splash_attention(
                 q, k, v, scale=scale, key_lengths=mask.key_lengths,
                 segment_ids=mask.segment_ids, window=mask.window, softcap=softcap,
             )  # fmt: skip
-        implementation = "xla"  # masks the kernel does not describe: prefix-LM, a KV cache
+        # masks the kernel does not describe (prefix-LM, image blocks, a KV cache) or rows
+        # that are not whole tiles
+        implementation = "xla"
     implementation = "reference" if softcap else resolve_implementation(implementation, q.dtype)
     if isinstance(mask, CausalMask) and (mask.window is not None or mask.segment_ids is not None):
         mask = mask.dense(k.shape[1])  # jax's attention takes neither

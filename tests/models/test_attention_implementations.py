@@ -98,8 +98,12 @@ def test_a_decoder_with_jax_attention_gives_the_reference_logits_also_with_a_cac
 
 def test_auto_keeps_the_reference_where_parity_is_measured():
     assert attention.resolve_implementation("auto", jnp.float64) == "reference"
-    expected = "reference" if jax.default_backend() == "cpu" else "xla"
+    expected = {"cpu": "reference", "tpu": "splash"}.get(jax.default_backend(), "xla")
     assert attention.resolve_implementation("auto", jnp.float32) == expected
+    # the default per backend: splash on a TPU, XLA's attention on a GPU, always the explicit one
+    auto = {b: attention.resolve_implementation("auto", jnp.bfloat16, b) for b in ("cpu", "gpu", "tpu")}
+    assert auto == {"cpu": "reference", "gpu": "xla", "tpu": "splash"}
+    assert attention.resolve_implementation("cudnn", jnp.bfloat16, "tpu") == "cudnn"
     with pytest.raises(ValueError, match="attention='flash'; choose one of"):
         dataclasses.replace(presets.decoder("tiny_llama"), attention="flash").validate()
 
