@@ -118,3 +118,41 @@ def transformers_count(hf: dict) -> int:
     with torch.device("meta"):
         model = getattr(tf, arch)(config)
     return sum(p.numel() for p in model.parameters())
+
+
+def resave_renamed(path, out_dir, renames) -> str:
+    """Copies the checkpoint in `path` to `out_dir` with every key's prefix rewritten by the
+    first matching (old, new) of `renames` (another on-disk key layout); returns out_dir."""
+    from safetensors.numpy import load_file, save_file
+
+    def rename(key):
+        for old, new in renames:
+            if key.startswith(old):
+                return new + key[len(old) :]
+        raise AssertionError(f"no rename for {key}")
+
+    tensors = load_file(os.path.join(path, "model.safetensors"))
+    save_file(
+        {rename(k): v for k, v in tensors.items()}, os.path.join(out_dir, "model.safetensors")
+    )
+    _copy_config(path, out_dir)
+    return str(out_dir)
+
+
+def save_state_dict(model, path, out_dir) -> str:
+    """Writes `model`'s raw state_dict (transformers' in-memory key names) with the config of
+    `path` to `out_dir`; returns out_dir."""
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, os.path.join(out_dir, "model.safetensors"))
+    _copy_config(path, out_dir)
+    return str(out_dir)
+
+
+def _copy_config(path, out_dir) -> None:
+    with (
+        open(os.path.join(path, "config.json")) as src,
+        open(os.path.join(out_dir, "config.json"), "w") as dst,
+    ):
+        dst.write(src.read())

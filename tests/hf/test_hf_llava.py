@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers as tf
 from flax import nnx
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import fgjax.hf
 from fgjax.models import VLM
@@ -96,16 +96,7 @@ def test_new_key_layout(saved, name, tmp_path):
         ("multi_modal_projector.", "model.multi_modal_projector."),
     ]
 
-    def rename(key):
-        for old, new in renames:
-            if key.startswith(old):
-                return new + key[len(old) :]
-        raise AssertionError(key)
-
-    tensors = load_file(f"{path}/model.safetensors")
-    save_file({rename(k): v for k, v in tensors.items()}, tmp_path / "model.safetensors")
-    (tmp_path / "config.json").write_text(open(f"{path}/config.json").read())
-    model, _ = fgjax.hf.load(tmp_path, scan_layers=False)
+    model, _ = fgjax.hf.load(ht.resave_renamed(path, tmp_path, renames), scan_layers=False)
     check_logits(f"llava {name} logits, new key layout, unrolled", model, reference)
 
 

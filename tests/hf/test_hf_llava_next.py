@@ -21,7 +21,7 @@ import pytest
 import torch
 import transformers as tf
 from flax import nnx
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 import fgjax.hf
@@ -277,17 +277,8 @@ def test_new_key_layout(saved, inputs, kind, tmp_path):
         ("image_newline", "model.image_newline"),
     ]  # fmt: skip
 
-    def rename(key):
-        for old, new in renames:
-            if key.startswith(old):
-                return new + key[len(old) :]
-        raise AssertionError(key)
-
-    tensors = load_file(f"{path}/model.safetensors")
-    assert "image_newline" in tensors
-    save_file({rename(k): v for k, v in tensors.items()}, tmp_path / "model.safetensors")
-    (tmp_path / "config.json").write_text(open(f"{path}/config.json").read())
-    model, _ = fgjax.hf.load(tmp_path, scan_layers=False)
+    assert "image_newline" in load_file(f"{path}/model.safetensors")
+    model, _ = fgjax.hf.load(ht.resave_renamed(path, tmp_path, renames), scan_layers=False)
     tokens, mask, images = fgjax_inputs(inputs[kind])
     ht.check(f"{kind} logits, new key layout, unrolled", real(forward(model, tokens, mask, images), mask),
              real(reference, mask))  # fmt: skip
