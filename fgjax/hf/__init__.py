@@ -15,6 +15,7 @@
   projections, logit scale and bias; fgjax/hf/dual_encoders.py)             -> ContrastiveModel
   Gemma3ForConditionalGeneration, PaliGemmaForConditionalGeneration (1 and 2) -> VLM
   Qwen2_5_VLForConditionalGeneration (both key layouts; images, no video)    -> Qwen25VL
+  Qwen3VLForConditionalGeneration (DeepStack; images, no video)              -> Qwen3VL
   LlavaNextForConditionalGeneration, LlavaOnevisionForConditionalGeneration
     (any-resolution tiling; images, no video)                                -> LlavaNext
 

@@ -11,6 +11,7 @@ from fgjax.hf.configs import UnsupportedModelError, from_hf
 from fgjax.hf.llava_next import llava_next_to_hf
 from fgjax.models.config import DecoderConfig, VitConfig, VLMConfig
 from fgjax.models.llava_next import LlavaNextConfig
+from fgjax.models.qwen3_vl import Qwen3VLConfig
 from fgjax.models.qwen_vl import Qwen25VLConfig
 
 _HF_ACTS = {
@@ -228,6 +229,51 @@ def qwen25_vl_to_hf(cfg: Qwen25VLConfig) -> dict:
     }
 
 
+def qwen3_vl_to_hf(cfg: Qwen3VLConfig) -> dict:
+    """transformers 5's layout; rope as rope_theta + rope_scaling with the mrope_section
+    (interleaved: transformers' Qwen3-VL interleaves whatever mrope_interleaved says, so a
+    contiguous one reads back different and `to_hf` refuses it)."""
+    text = decoder_to_hf(cfg.decoder)
+    rope = cfg.decoder.rope
+    scaling = _rope_scaling(rope) or {"rope_type": "default"}
+    text.update(
+        model_type="qwen3_vl_text",
+        rope_scaling={**scaling, "mrope_section": list(rope.mrope_section),
+                      "mrope_interleaved": True},
+    )  # fmt: skip
+    for key in ("architectures", "torch_dtype", "use_sliding_window"):
+        del text[key]
+    enc = cfg.encoder
+    vision = {
+        "model_type": "qwen3_vl_vision",
+        "depth": enc.depth,
+        "hidden_size": enc.width,
+        "num_heads": enc.num_heads,
+        "intermediate_size": enc.mlp_dim,
+        "hidden_act": _HF_ACTS[enc.act],
+        "patch_size": enc.patch_size,
+        "temporal_patch_size": enc.temporal_patch_size,
+        "in_channels": enc.num_channels,
+        "spatial_merge_size": enc.spatial_merge_size,
+        "out_hidden_size": enc.out_dim,
+        "num_position_embeddings": enc.num_position_embeddings,
+        "deepstack_visual_indexes": list(enc.deepstack_indexes),
+        "rope_parameters": {"rope_type": "axial", "rope_theta": enc.rope_theta},
+    }
+    return {
+        "architectures": ["Qwen3VLForConditionalGeneration"],
+        "model_type": "qwen3_vl",
+        "text_config": text,
+        "vision_config": vision,
+        "image_token_id": cfg.image_token_id,
+        "video_token_id": cfg.video_token_id,
+        "vision_start_token_id": cfg.vision_start_token_id,
+        "vision_end_token_id": cfg.vision_end_token_id,
+        "tie_word_embeddings": cfg.decoder.tie_embeddings,
+        "torch_dtype": cfg.decoder.param_dtype,
+    }
+
+
 def _vlm_parts(cfg: VLMConfig, decoder: DecoderConfig) -> dict:
     """vision_config and text_config of a Gemma 3 / PaliGemma config.json."""
     vision, text = vit_to_hf(cfg.encoder), decoder_to_hf(decoder)
@@ -272,7 +318,9 @@ def paligemma_to_hf(cfg: VLMConfig) -> dict:
 def to_hf(cfg) -> dict:
     """An fgjax config -> a config.json dict (v4 schema). Raises UnsupportedModelError when
     HF cannot express the config (reading the dict back must give the same model)."""
-    if isinstance(cfg, Qwen25VLConfig):
+    if isinstance(cfg, Qwen3VLConfig):  # before Qwen25VLConfig, which it extends
+        hf = qwen3_vl_to_hf(cfg)
+    elif isinstance(cfg, Qwen25VLConfig):
         hf = qwen25_vl_to_hf(cfg)
     elif isinstance(cfg, VLMConfig):
         hf = vlm_to_hf(cfg)

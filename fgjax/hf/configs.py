@@ -32,6 +32,7 @@ ARCHITECTURES = {
     "Gemma3ForConditionalGeneration": "gemma3_vlm",
     "PaliGemmaForConditionalGeneration": "paligemma",
     "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
+    "Qwen3VLForConditionalGeneration": "qwen3_vl",
     "LlavaNextForConditionalGeneration": "llava_next",
     "LlavaOnevisionForConditionalGeneration": "llava_onevision",
 }
@@ -54,6 +55,7 @@ _MODEL_TYPES = {  # fallback when `architectures` is absent
     "gemma3": "Gemma3ForConditionalGeneration",
     "paligemma": "PaliGemmaForConditionalGeneration",
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
     "llava_next": "LlavaNextForConditionalGeneration",
     "llava_onevision": "LlavaOnevisionForConditionalGeneration",
 }
@@ -431,7 +433,7 @@ def from_hf(hf: dict, **overrides):
     kind = ARCHITECTURES[arch]
     if kind == "llava":
         cfg = llava_from_hf(hf)
-    elif kind in ("gemma3_vlm", "paligemma", "qwen2_5_vl"):
+    elif kind in ("gemma3_vlm", "paligemma", "qwen2_5_vl", "qwen3_vl"):
         from fgjax.hf import vlm_configs  # they build on the readers above
 
         cfg = vlm_configs.READERS[kind](hf)

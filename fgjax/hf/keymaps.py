@@ -9,7 +9,8 @@ HF keys are canonical in the legacy layout that every transformers version reads
 `vision_tower.vision_model.*`, `multi_modal_projector.*`, `language_model.model.*`,
 `language_model.lm_head.weight`; Gemma 3 and PaliGemma the same, their projectors'
 `multi_modal_projector.mm_*` / `.linear`; CLIP/SigLIP: `vision_model.*`; Qwen2.5-VL: `visual.*`,
-`model.*`, `lm_head.weight`). Other on-disk spellings are
+`model.*`, `lm_head.weight`; Qwen3-VL, which only transformers 5's names ever held:
+`model.visual.*`, `model.language_model.*`, `lm_head.weight`). Other on-disk spellings are
 rewritten to it by `ALIASES` before matching; export writes the canonical keys.
 """
 
@@ -25,6 +26,7 @@ import numpy as np
 from fgjax.hf.configs import ARCHITECTURES
 from fgjax.models.config import VLMConfig
 from fgjax.models.llava_next import LlavaNextConfig
+from fgjax.models.qwen3_vl import Qwen3VLConfig
 from fgjax.models.qwen_vl import Qwen25VLConfig
 
 # -- transforms: one tensor, HF layout <-> fgjax layout -----------------------------------------
@@ -303,6 +305,41 @@ QWEN25_VISION_RULES = [
 QWEN25_VL_ALIASES = [(r"^model\.visual\.", "visual."), (r"^model\.language_model\.", "model.")]
 
 
+def _merger_rules(fg: str, hf: str) -> list:
+    """A Qwen3-VL patch merger (LayerNorm, linear_fc1, linear_fc2)."""
+    return [*_norm(f"{fg}/norm", f"{hf}.norm"), *_dense(f"{fg}/fc1", f"{hf}.linear_fc1"),
+            *_dense(f"{fg}/fc2", f"{hf}.linear_fc2")]  # fmt: skip
+
+
+# the Qwen3-VL tower, keys under `model.visual.`: LayerNorm blocks, a plain MLP, the patch
+# bias, the position table and the DeepStack mergers (`qwen3_vl_vision_rules` adds those)
+QWEN3_VL_VISION_RULES = [
+    Rule("patch_embed", "patch_embed.proj.weight", Conv3d()),
+    Rule("patch_bias", "patch_embed.proj.bias"),
+    Rule("pos_embed", "pos_embed.weight"),
+    *_norm(f"{_BLOCK}/attn_norm", f"{_QWEN_LAYER}.norm1"),
+    *[rule for rule in QWEN25_VISION_RULES if "/attn/" in rule.fg],
+    *_norm(f"{_BLOCK}/mlp_norm", f"{_QWEN_LAYER}.norm2"),
+    *_dense(f"{_BLOCK}/mlp/fc1", f"{_QWEN_LAYER}.mlp.linear_fc1"),
+    *_dense(f"{_BLOCK}/mlp/fc2", f"{_QWEN_LAYER}.mlp.linear_fc2"),
+    *_merger_rules("merger", "merger"),
+]
+
+
+def qwen3_vl_vision_rules(num_taps: int) -> list:
+    """The tower's rules with those of its `num_taps` DeepStack mergers."""
+    return QWEN3_VL_VISION_RULES + [
+        rule for k in range(num_taps)
+        for rule in _merger_rules(f"deepstack/{k}", f"deepstack_merger_list.{k}")
+    ]  # fmt: skip
+
+
+def _under_language_model(rules) -> list:
+    """Decoder rules with transformers 5's `model.language_model.` for `model.`."""
+    prefixed = "model.language_model."
+    return [dataclasses.replace(r, hf=re.sub(r"^model\.", prefixed, r.hf)) for r in rules]
+
+
 def decoder_rules(cfg) -> list:
     return SANDWICH_DECODER_RULES if cfg.sandwich_norm else DECODER_RULES
 
@@ -408,6 +445,17 @@ def key_map(arch: str, cfg) -> KeyMap:
     """The KeyMap of a supported HF architecture for the fgjax config `cfg`."""
     kind = ARCHITECTURES[arch]
     ignored = list(IGNORED)
+    if isinstance(cfg, Qwen3VLConfig):  # before Qwen25VLConfig, which it extends
+        enc, dec = cfg.encoder, cfg.decoder
+        vision = qwen3_vl_vision_rules(len(enc.deepstack_indexes))
+        text = _under_language_model(decoder_rules(dec))
+        entries = {
+            **_expand(vision, enc.depth, enc.scan_layers, "encoder/", "model.visual."),
+            **_expand(text, dec.depth, dec.scan_layers, "decoder/"),
+        }
+        if dec.tie_embeddings:
+            ignored.append(r"^lm_head\.weight$")
+        return KeyMap(entries, [], ignored)
     if isinstance(cfg, Qwen25VLConfig):
         enc, dec = cfg.encoder, cfg.decoder
         entries = {

@@ -1,6 +1,6 @@
 """Hugging Face `config.json` dicts of the 2024-2025 VLM families -> fgjax configs: Qwen2.5-VL
-(its native-resolution tower and an M-RoPE Qwen2), Gemma 3 and PaliGemma (SigLIP towers with
-Gemma decoders). They build on the decoder and tower readers of configs.py, whose `from_hf`
+(its native-resolution tower and an M-RoPE Qwen2), Qwen3-VL (its tower with DeepStack and an
+interleaved-M-RoPE Qwen3), Gemma 3 and PaliGemma (SigLIP towers with Gemma decoders). They build on the decoder and tower readers of configs.py, whose `from_hf`
 dispatches here (LLaVA-NeXT / OneVision: llava_next.py)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import dataclasses
 
 from fgjax.hf.configs import UnsupportedModelError, _act, decoder_from_hf, vit_from_hf
 from fgjax.models.config import ProjectorConfig, VitConfig, VLMConfig
+from fgjax.models.qwen3_vl import Qwen3VLConfig, Qwen3VLVisionConfig
 from fgjax.models.qwen_vision import Qwen25VisionConfig
 from fgjax.models.qwen_vl import Qwen25VLConfig
 
@@ -81,6 +82,79 @@ def qwen25_vl_from_hf(hf: dict) -> Qwen25VLConfig:
     )
 
 
+# transformers' Qwen3VLTextConfig and Qwen3VLVisionConfig defaults (no bos / eos ids: the
+# published text_config files carry Qwen's)
+_QWEN3_VL_TEXT_DEFAULTS = dict(
+    vocab_size=151936, hidden_size=4096, intermediate_size=22016, num_hidden_layers=32,
+    num_attention_heads=32, num_key_value_heads=32, head_dim=128, hidden_act="silu",
+    max_position_embeddings=128000, rms_norm_eps=1e-6, attention_bias=False,
+    bos_token_id=None, eos_token_id=None, pad_token_id=None,
+)  # fmt: skip
+_QWEN3_VL_VISION_DEFAULTS = dict(
+    depth=27, hidden_size=1152, hidden_act="gelu_pytorch_tanh", intermediate_size=4304,
+    num_heads=16, in_channels=3, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+    out_hidden_size=3584, num_position_embeddings=2304, deepstack_visual_indexes=(8, 16, 24),
+)  # fmt: skip
+_QWEN3_VL_MROPE = (24, 20, 20)  # transformers' mrope_section when the config has none
+
+
+def qwen3_vl_vision_from_hf(v: dict) -> Qwen3VLVisionConfig:
+    """A Qwen3-VL `vision_config` dict (absent fields at transformers' defaults) ->
+    Qwen3VLVisionConfig."""
+    v = {**_QWEN3_VL_VISION_DEFAULTS, **v}
+    rope = v.get("rope_parameters") or {}
+    if rope.get("rope_type", "axial") != "axial":
+        raise UnsupportedModelError(f"vision rope_type {rope['rope_type']!r}: only 'axial'")
+    for key in ("patch_size", "temporal_patch_size"):
+        if not isinstance(v[key], int):
+            raise UnsupportedModelError(f"Qwen3-VL with a non-cubic {key}={v[key]}")
+    return Qwen3VLVisionConfig(
+        width=v["hidden_size"],
+        depth=v["depth"],
+        num_heads=v["num_heads"],
+        mlp_dim=v["intermediate_size"],
+        act=_act(v["hidden_act"], "vision_config"),
+        patch_size=v["patch_size"],
+        temporal_patch_size=v["temporal_patch_size"],
+        num_channels=v["in_channels"],
+        spatial_merge_size=v["spatial_merge_size"],
+        out_dim=v["out_hidden_size"],
+        rope_theta=float(rope.get("rope_theta", 10000.0)),
+        num_position_embeddings=v["num_position_embeddings"],
+        deepstack_indexes=tuple(v["deepstack_visual_indexes"]),
+    )
+
+
+def qwen3_vl_from_hf(hf: dict) -> Qwen3VLConfig:
+    """A Qwen3VLForConditionalGeneration config dict -> Qwen3VLConfig: the text model is
+    Qwen3's (head_dim as given, qk-norm); its RoPE is read from rope_parameters (v5) or
+    rope_theta + rope_scaling (v4), mrope_section defaulting to (24, 20, 20) and always
+    interleaved (transformers' Qwen3-VL ignores `mrope_interleaved`). The embeddings are
+    tied as the top-level tie_word_embeddings says (what transformers reads)."""
+    text = {**_QWEN3_VL_TEXT_DEFAULTS, **(hf.get("text_config") or {})}
+    params = dict(text.get("rope_parameters") or text.get("rope_scaling") or {})
+    params.setdefault("rope_theta", text.get("rope_theta", 500_000.0))
+    sections = tuple(params.pop("mrope_section", _QWEN3_VL_MROPE))
+    params.pop("mrope_interleaved", None)
+    drop = ("rope_scaling", "rope_theta", "layer_types", "model_type", "tie_word_embeddings")
+    text = {k: v for k, v in text.items() if k not in drop}
+    text.update(model_type="qwen3", rope_parameters=params, use_sliding_window=False)
+    decoder = decoder_from_hf(text)
+    decoder = dataclasses.replace(
+        decoder,
+        rope=dataclasses.replace(decoder.rope, mrope_section=sections, mrope_interleaved=True),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+    )
+    return Qwen3VLConfig(
+        encoder=qwen3_vl_vision_from_hf(hf.get("vision_config") or {}),
+        decoder=decoder,
+        image_token_id=hf.get("image_token_id", 151655),
+        video_token_id=hf.get("video_token_id", 151656),
+        vision_start_token_id=hf.get("vision_start_token_id", 151652),
+        vision_end_token_id=hf.get("vision_end_token_id", 151653),
+    )
+
+
 def gemma3_vlm_from_hf(hf: dict) -> VLMConfig:
     """A Gemma3ForConditionalGeneration config dict -> VLMConfig: a SigLIP tower's
     last_hidden_state, pooled to mm_tokens_per_image by Gemma 3's projector, into a Gemma 3
@@ -149,6 +223,7 @@ def _siglip_last_hidden_state(c: dict, name: str) -> VitConfig:
 
 READERS = {  # configs.ARCHITECTURES kind -> reader
     "qwen2_5_vl": qwen25_vl_from_hf,
+    "qwen3_vl": qwen3_vl_from_hf,
     "gemma3_vlm": gemma3_vlm_from_hf,
     "paligemma": paligemma_from_hf,
 }

@@ -29,6 +29,12 @@ from fgjax.models.config import (  # noqa: E402
 from fgjax.models.contrastive import ContrastiveConfig, ContrastiveModel, TextTowerConfig  # noqa: E402
 from fgjax.models.decoder import Decoder  # noqa: E402
 from fgjax.models.llava_next import AnyresImages, LlavaNext, LlavaNextConfig  # noqa: E402
+from fgjax.models.qwen3_vl import (  # noqa: E402
+    Qwen3VL,
+    Qwen3VLConfig,
+    Qwen3VLVisionConfig,
+    Qwen3VLVisionTower,
+)
 from fgjax.models.qwen_vision import Qwen25VisionConfig, Qwen25VisionTower  # noqa: E402
 from fgjax.models.qwen_vl import Qwen25Images, Qwen25VL, Qwen25VLConfig  # noqa: E402
 from fgjax.models.vit import FusedVisionEncoder, VisionEncoder  # noqa: E402
@@ -37,7 +43,8 @@ from fgjax.models.vlm import VLM  # noqa: E402
 
 def build(cfg, seed: int = 0):
     """The module for a config (VitConfig, FusedVitConfig, DecoderConfig, VLMConfig,
-    ContrastiveConfig, Qwen25VisionConfig or Qwen25VLConfig), with random weights."""
+    ContrastiveConfig, Qwen25VisionConfig, Qwen25VLConfig or their Qwen3-VL subclasses), with
+    random weights."""
     rngs = nnx.Rngs(seed)
     if isinstance(cfg, LlavaNextConfig):  # before VLMConfig, which it extends
         return LlavaNext(cfg, rngs=rngs)
@@ -51,6 +58,10 @@ def build(cfg, seed: int = 0):
         return FusedVisionEncoder(cfg, rngs=rngs)
     if isinstance(cfg, VitConfig):
         return VisionEncoder(cfg, rngs=rngs)
+    if isinstance(cfg, Qwen3VLVisionConfig):  # before Qwen25VisionConfig, which it extends
+        return Qwen3VLVisionTower(cfg, rngs=rngs)
+    if isinstance(cfg, Qwen3VLConfig):  # before Qwen25VLConfig, which it extends
+        return Qwen3VL(cfg, rngs=rngs)
     if isinstance(cfg, Qwen25VisionConfig):
         return Qwen25VisionTower(cfg, rngs=rngs)
     if isinstance(cfg, Qwen25VLConfig):
@@ -87,6 +98,10 @@ __all__ = [
     "Qwen25Images",
     "Qwen25VL",
     "Qwen25VLConfig",
+    "Qwen3VL",
+    "Qwen3VLConfig",
+    "Qwen3VLVisionConfig",
+    "Qwen3VLVisionTower",
     "RopeConfig",
     "VLMConfig",
     "VisionEncoder",

@@ -164,16 +164,30 @@ def rope_inv_freq(head_dim: int, rope: RopeConfig) -> np.ndarray:
     )
 
 
+def mrope_axes(mrope_section, interleaved: bool = False) -> np.ndarray:
+    """int[H/2]: the position axis (0 time, 1 height, 2 width) each rotary frequency turns
+    with: section after section (Qwen2-VL, Qwen2.5-VL), or interleaved t, h, w, t, h, w, ...
+    while the height and width sections last, time after (Qwen3-VL; see RopeConfig)."""
+    if not interleaved:
+        return np.repeat(np.arange(len(mrope_section)) % 3, mrope_section)
+    j = np.arange(sum(mrope_section))
+    axis = np.zeros_like(j)
+    for k in (1, 2):  # transformers' Qwen3VLTextRotaryEmbedding.recomposition_frequencies
+        axis[(j % 3 == k) & (j < 3 * mrope_section[k])] = k
+    return axis
+
+
 def rope_tables(
-    positions: jax.Array, inv_freq: np.ndarray, dtype, mrope_section=None
-) -> tuple[jax.Array, jax.Array]:
+    positions: jax.Array, inv_freq: np.ndarray, dtype, mrope_section=None,
+    mrope_interleaved: bool = False,
+) -> tuple[jax.Array, jax.Array]:  # fmt: skip
     """cos, sin: [B, T, H] in `dtype`, from i32[B, T] positions (angles in float32), or with
     `mrope_section` (multimodal RoPE, see RopeConfig) from i32[B, T, 3] (temporal, height,
-    width) positions: frequency j turns with the axis of the section it falls in, as
-    transformers' Qwen2-VL `mrope_section` split does."""
+    width) positions: frequency j turns with the axis `mrope_axes` gives it, as transformers'
+    Qwen2-VL `mrope_section` split (or Qwen3-VL's interleaving) does."""
     freqs = positions[..., None].astype(jnp.float32) * jnp.asarray(inv_freq)
-    if mrope_section is not None:  # [B, T, 3, H/2] -> each frequency from its section's axis
-        axis = np.repeat(np.arange(len(mrope_section)) % 3, mrope_section)
+    if mrope_section is not None:  # [B, T, 3, H/2] -> each frequency from its axis
+        axis = mrope_axes(mrope_section, mrope_interleaved)
         freqs = freqs[:, :, axis, np.arange(len(axis))]
     emb = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)

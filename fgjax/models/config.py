@@ -33,6 +33,9 @@ class RopeConfig:
     `mrope_section` (Qwen2-VL / Qwen2.5-VL multimodal RoPE): positions are 3-D (temporal,
     height, width) and the head_dim / 2 rotary frequencies are split into these sections in
     order, section k turned by axis k % 3 (transformers' `mrope_section`, e.g. (16, 24, 24)).
+    With `mrope_interleaved` (Qwen3-VL) the axes take turns instead: frequency j turns with the
+    height if j % 3 == 1 and j < 3 * sections[1], with the width if j % 3 == 2 and
+    j < 3 * sections[2], else with the time (transformers' Qwen3-VL, e.g. (24, 20, 20)).
     """
 
     theta: float = 10000.0
@@ -42,6 +45,7 @@ class RopeConfig:
     high_freq_factor: float = 4.0
     original_max_positions: int = 8192
     mrope_section: tuple[int, ...] | None = None  # None: 1-D positions
+    mrope_interleaved: bool = False  # Qwen3-VL: t/h/w frequencies interleaved, not in sections
 
 
 @dataclasses.dataclass(frozen=True)

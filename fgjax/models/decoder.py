@@ -90,6 +90,7 @@ class Decoder(nnx.Module):
         attn_mask: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
         window_exempt: jax.Array | None = None,
+        deepstack: jax.Array | None = None,
         cache: KVCache | None = None,
         return_hidden: bool = False,
         return_logits: bool = True,
@@ -112,6 +113,8 @@ class Decoder(nnx.Module):
           which fused kernels get as structure (attention.CausalMask) rather than bool[B, T, T];
         window_exempt: bool[B, T, T], pairs among the new tokens that sliding-window layers
           let attend (as attn_mask allows) at any distance (PaliGemma 2's prefix);
+        deepstack: [K, B, T, D], added to the outputs of blocks 0 .. K-1 (Qwen3-VL's DeepStack:
+          intermediate vision features at the image tokens, zeros elsewhere);
         cache: a KVCache; new keys are written at cache.end, queries also see its valid slots.
         """
         cfg = self.cfg
@@ -156,7 +159,10 @@ class Decoder(nnx.Module):
             )
             kv = (cache.k, cache.v)
         inv_freq = rope_inv_freq(cfg.dim_per_head, cfg.rope)
-        rope = rope_tables(rope_positions, inv_freq, cfg.compute_dtype, cfg.rope.mrope_section)
+        rope = rope_tables(
+            rope_positions, inv_freq, cfg.compute_dtype, cfg.rope.mrope_section,
+            cfg.rope.mrope_interleaved,
+        )  # fmt: skip
         local = None
         if layered:
             keys = None if cache is None else key_positions
@@ -169,7 +175,7 @@ class Decoder(nnx.Module):
                 local_rope = rope_tables(positions, inv_freq, cfg.compute_dtype)
             local = (local_mask, local_rope)
         h, hidden, kv = self.stack(
-            x, mask=mask, rope=rope, local=local, cache_kv=kv, end=start,
+            x, mask=mask, rope=rope, local=local, cache_kv=kv, end=start, adds=deepstack,
             return_hidden=return_hidden,
         )  # fmt: skip
         last = self.final_norm(h)

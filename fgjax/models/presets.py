@@ -17,6 +17,7 @@ from fgjax.models.config import (
     VitConfig,
     VLMConfig,
 )
+from fgjax.models.qwen3_vl import Qwen3VLConfig, Qwen3VLVisionConfig
 from fgjax.models.qwen_vision import Qwen25VisionConfig
 from fgjax.models.qwen_vl import Qwen25VLConfig
 
@@ -191,6 +192,36 @@ def qwen25_vl_7b(**decoder_overrides) -> Qwen25VLConfig:
         vision_end_token_id=151653,
         tokens_per_second=2,
     )
+
+
+# Qwen/Qwen3-VL-{2B,4B,8B}-Instruct: (tower width, depth, mlp_dim, DeepStack taps), decoder
+_QWEN3_VL = {
+    "2b": ((1024, 24, 4096, (5, 11, 17)), dict(width=2048, depth=28, num_heads=16,
+           num_kv_heads=8, mlp_dim=6144, tie_embeddings=True)),
+    "4b": ((1024, 24, 4096, (5, 11, 17)), dict(width=2560, depth=36, num_heads=32,
+           num_kv_heads=8, mlp_dim=9728, tie_embeddings=True)),
+    "8b": ((1152, 27, 4304, (8, 16, 24)), dict(width=4096, depth=36, num_heads=32,
+           num_kv_heads=8, mlp_dim=12288)),
+}  # fmt: skip
+
+
+def qwen3_vl(size: str = "8b", **decoder_overrides) -> Qwen3VLConfig:
+    """Qwen/Qwen3-VL-2B-Instruct, -4B-Instruct, -8B-Instruct (size "2b", "4b", "8b"): the
+    16-head tower with 16 px patches and a 48 x 48 position table, DeepStack taps into the
+    first three decoder blocks, a Qwen3 decoder with interleaved M-RoPE (24, 20, 20)."""
+    if size not in _QWEN3_VL:
+        raise ValueError(f"unknown Qwen3-VL size {size!r}; available: {sorted(_QWEN3_VL)}")
+    (width, depth, mlp_dim, taps), text = _QWEN3_VL[size]
+    rope = RopeConfig(theta=5e6, mrope_section=(24, 20, 20), mrope_interleaved=True)
+    return Qwen3VLConfig(
+        encoder=Qwen3VLVisionConfig(
+            width=width, depth=depth, num_heads=16, mlp_dim=mlp_dim, out_dim=text["width"],
+            num_position_embeddings=2304, deepstack_indexes=taps,
+        ),
+        decoder=_qwen3(**text, rope=rope, max_positions=262144, **decoder_overrides),
+        image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+        vision_end_token_id=151653,
+    )  # fmt: skip
 
 
 def _layer_types(depth: int, full_every: int) -> tuple[str, ...]:

@@ -59,7 +59,9 @@ class Qwen25VisionConfig(TransformerConfig):
     temporal_patch_size: int = 2  # images are repeated along time to fill the 3-D kernel
     num_channels: int = 3
     spatial_merge_size: int = 2  # the merger joins merge x merge patches into one token
-    window_size: int = 112  # window side in input pixels, floored to whole merged tokens
+    # window side in input pixels, floored to whole merged tokens; None: no windows, every
+    # block attends over its whole image (Qwen3-VL)
+    window_size: int | None = 112
     fullatt_block_indexes: tuple[int, ...] = (1,)  # blocks attending over the whole image
     out_dim: int = 64  # the merger's output width (the decoder width; HF out_hidden_size)
     rope_theta: float = 10000.0  # base of the axial 2-D RoPE (HF vision rope_parameters)
@@ -77,8 +79,10 @@ class Qwen25VisionConfig(TransformerConfig):
         return self.spatial_merge_size**2
 
     @property
-    def window_tokens(self) -> int:
-        """Merged tokens per window side."""
+    def window_tokens(self) -> int | None:
+        """Merged tokens per window side (None: no windows)."""
+        if self.window_size is None:
+            return None
         return self.window_size // (self.patch_size * self.spatial_merge_size)
 
     @property
@@ -96,7 +100,7 @@ class Qwen25VisionConfig(TransformerConfig):
             f"head_dim={self.dim_per_head}: the 2-D RoPE needs a multiple of 4",
         )
         _check(
-            self.window_tokens >= 1,
+            self.window_size is None or self.window_tokens >= 1,
             f"window_size={self.window_size} is smaller than patch_size * spatial_merge_size "
             f"= {self.patch_size * self.spatial_merge_size}",
         )
@@ -143,9 +147,10 @@ def window_plan(cfg: Qwen25VisionConfig, grid_thw) -> WindowPlan:
     first_unit = first_frame = first_window = 0
     for t, h, w in check_grid_thw(cfg, grid_thw):
         gh, gw = h // m, w // m  # merged tokens per column / row
-        nh, nw = -(-gh // span), -(-gw // span)  # windows per column / row
+        side = span or max(gh, gw)  # no windows: one per frame, the raster order kept
+        nh, nw = -(-gh // side), -(-gw // side)  # windows per column / row
         f, i, j = (a.ravel() for a in np.meshgrid(*map(np.arange, (t, gh, gw)), indexing="ij"))
-        window = (f * nh + i // span) * nw + j // span
+        window = (f * nh + i // side) * nw + j // side
         # window after window; within one, the merge units keep their raster order
         order = np.argsort(window, kind="stable")
         units.append(first_unit + order)
@@ -175,19 +180,26 @@ def split_sizes(cfg: Qwen25VisionConfig, grid_thw) -> list[int]:
 
 
 class PatchMerger(nnx.Module):
-    """RMSNorm, then each merge unit's patches concatenated, Linear, GELU, Linear."""
+    """The tower's norm (Qwen2.5-VL: RMSNorm, Qwen3-VL: LayerNorm), then each merge unit's
+    patches concatenated, Linear, GELU, Linear; `postshuffle` norms after the concatenation
+    instead, over merge_unit * width features (Qwen3-VL's DeepStack mergers)."""
 
-    def __init__(self, cfg: Qwen25VisionConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: Qwen25VisionConfig, *, postshuffle: bool = False, rngs: nnx.Rngs):
         self.merged = cfg.width * cfg.merge_unit
+        self.postshuffle = postshuffle
         kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype)
-        self.norm = make_norm(cfg, rngs)
+        norm_cfg = dataclasses.replace(cfg, width=self.merged) if postshuffle else cfg
+        self.norm = make_norm(norm_cfg, rngs)
         self.fc1 = dense(rngs, self.merged, self.merged, ("vision_embed", "mlp"), **kw)
         self.fc2 = dense(rngs, self.merged, cfg.out_dim, ("mlp", "embed"), **kw)
         self.act = activation("gelu")
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: [N, D], merge units consecutive -> [M, E]."""
-        x = self.norm(x).reshape(-1, self.merged)
+        if self.postshuffle:
+            x = self.norm(x.reshape(-1, self.merged))
+        else:
+            x = self.norm(x).reshape(-1, self.merged)
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -246,14 +258,16 @@ class Qwen25VisionTower(nnx.Module):
         dtype = self.cfg.compute_dtype
         return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
 
-    def _blocks(self, x: jax.Array, rope, plan: WindowPlan) -> jax.Array:
+    def _blocks(self, x: jax.Array, rope, plan: WindowPlan, taps=()):
         """x: [1, N, D] through every block, each with its mask (scanned: a per-layer bool
-        selects it, so one block body serves both kinds)."""
+        selects it, so one block body serves both kinds). Returns the last block's output,
+        or with `taps` (increasing block indexes) (it, [each tapped block's output]); scanned,
+        the blocks then run as one scan per stretch between taps."""
         cfg, stack = self.cfg, self.stack
         frames, windows = jnp.asarray(plan.frames), jnp.asarray(plan.windows)
         full_mask = (frames[:, None] == frames[None, :])[None]  # bool[1, N, N]
-        window_mask = (windows[:, None] == windows[None, :])[None]
-        full = [i in cfg.fullatt_block_indexes for i in range(cfg.depth)]
+        full = [cfg.window_size is None or i in cfg.fullatt_block_indexes for i in range(cfg.depth)]
+        window_mask = full_mask if all(full) else (windows[:, None] == windows[None, :])[None]
 
         def run_block(graphdef, state, x, mask):
             return nnx.merge(graphdef, state)(x, mask=mask, rope=rope)[0]
@@ -263,15 +277,26 @@ class Qwen25VisionTower(nnx.Module):
                 run_block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
                 static_argnums=(0,),
             )  # fmt: skip
+        tapped = []
         if not cfg.scan_layers:
             for i in range(cfg.depth):
                 x = run_block(*nnx.split(stack.blocks[i]), x, full_mask if full[i] else window_mask)
-            return x
+                if i in taps:
+                    tapped.append(x)
+            return (x, tapped) if taps else x
         graphdef, state = nnx.split(stack.blocks)
 
         def body(x, layer):
             state, is_full = layer
-            return run_block(graphdef, state, x, jnp.where(is_full, full_mask, window_mask)), None
+            # one mask for all blocks without windows (Qwen3-VL): no per-layer select
+            mask = full_mask if all(full) else jnp.where(is_full, full_mask, window_mask)
+            return run_block(graphdef, state, x, mask), None
 
-        x, _ = jax.lax.scan(body, x, (state, jnp.asarray(full)))
-        return x
+        layers = (state, jnp.asarray(full))
+        ends = [*(i + 1 for i in taps), cfg.depth]
+        for start, end in zip([0, *ends[:-1]], ends):
+            if start < end:
+                stretch = jax.tree.map(lambda a, s=start, e=end: a[s:e], layers)
+                x, _ = jax.lax.scan(body, x, stretch)
+            tapped.append(x)
+        return (x, tapped[:-1]) if taps else x

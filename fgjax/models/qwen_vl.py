@@ -132,6 +132,18 @@ def mrope_positions(
     return positions, (top + 1 - mask.sum(axis=1)).astype(jnp.int32)
 
 
+def place_image_features(is_image: jax.Array, features: jax.Array, fill) -> jax.Array:
+    """is_image: bool[B, T] (the image tokens); features: [..., M, D], the batch's merged
+    image tokens in order -> [..., B, T, D]: the k-th image token of the batch (row-major)
+    gets features[..., k, :] (transformers' masked_scatter), other tokens `fill` ([B, T, D],
+    or 0)."""
+    rank = jnp.cumsum(is_image.reshape(-1)).reshape(is_image.shape) - 1
+    rank = jnp.clip(rank, 0, features.shape[-2] - 1)
+    dtype = features.dtype if isinstance(fill, (int, float)) else fill.dtype
+    picked = jnp.take(features.astype(dtype), rank, axis=-2)  # [..., B, T, D]
+    return jnp.where(is_image[..., None], picked, fill)
+
+
 class Qwen25VL(nnx.Module):
     """Qwen2.5-VL: tower -> merged tokens at the image-token positions -> M-RoPE decoder."""
 
@@ -157,10 +169,7 @@ class Qwen25VL(nnx.Module):
             return text
         if image_features is None:
             image_features = self.image_features(images)
-        is_image = tokens == self.cfg.image_token_id
-        rank = jnp.cumsum(is_image.reshape(-1)).reshape(tokens.shape) - 1
-        rank = jnp.clip(rank, 0, image_features.shape[0] - 1)
-        return jnp.where(is_image[..., None], image_features.astype(text.dtype)[rank], text)
+        return place_image_features(tokens == self.cfg.image_token_id, image_features, text)
 
     def __call__(
         self,

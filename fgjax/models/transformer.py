@@ -107,19 +107,25 @@ class Stack(nnx.Module):
         cache_kv=None,
         end=None,
         num_layers=None,
+        adds=None,
         return_hidden=False,
     ):
         """Runs the first `num_layers` blocks (default all).
 
         x: [B, T, D]; mask and rope as `Attention` takes them; local: the (mask, rope) of the
         layers `cfg.layer_types` marks sliding (needed when it marks any); cache_kv: optional
-        (k, v) stacked [L, B, S, K, H].
+        (k, v) stacked [L, B, S, K, H]; adds: optional [K, B, T, D], adds[k] added to block k's
+        output before block k + 1 reads it (Qwen3-VL's DeepStack; scanned, blocks 0 .. K-1 and
+        the rest run as two scans).
         Returns (x, hidden, cache_kv): hidden is a tuple of each block's output ([B, T, D],
-        only when `return_hidden`), cache_kv the updated cache (or None).
+        before any add, as transformers records it; only when `return_hidden`), cache_kv the
+        updated cache (or None).
         """
         n = self.depth if num_layers is None else num_layers
         if n == 0:
             return x, (), cache_kv
+        if adds is not None and adds.shape[0] > n:
+            raise ValueError(f"{adds.shape[0]} DeepStack adds for {n} blocks")
 
         def run_block(graphdef, state, x, kv, is_local):
             layer_mask, layer_rope = mask, rope
@@ -148,6 +154,8 @@ class Stack(nnx.Module):
                 x, kv = run_block(*nnx.split(self.blocks[i]), x, kv, self._is_local(i))
                 hidden.append(x)
                 new_kv.append(kv)
+                if adds is not None and i < adds.shape[0]:
+                    x = x + adds[i].astype(x.dtype)
             return x, tuple(hidden) if return_hidden else (), _restack(cache_kv, new_kv, n)
 
         graphdef, state = nnx.split(self.blocks)
@@ -155,15 +163,28 @@ class Stack(nnx.Module):
             state = jax.tree.map(lambda a: a[:n], state)
 
         def body(x, xs):
-            layer_state, kv, is_local = xs
+            layer_state, kv, is_local, add = xs
             x, kv = run_block(graphdef, layer_state, x, kv, is_local)
-            return x, (x if return_hidden else None, kv if cache_kv is not None else None)
+            out = x
+            if add is not None:
+                x = x + add.astype(x.dtype)
+            return x, (out if return_hidden else None, kv if cache_kv is not None else None)
 
         kv_in = None if cache_kv is None else jax.tree.map(lambda a: a[:n], cache_kv)
         is_local = None
         if self._uses_local():
             is_local = jnp.asarray(self.local_layers[:n])
-        x, (hidden, kv_out) = jax.lax.scan(body, x, (state, kv_in, is_local))
+        xs = (state, kv_in, is_local)
+        if adds is None:
+            x, (hidden, kv_out) = jax.lax.scan(body, x, (*xs, None))
+        else:  # blocks 0 .. K-1 with their adds, then the others
+            k = adds.shape[0]
+            first, rest = (jax.tree.map(lambda a, s=s: a[s], xs) for s in (slice(k), slice(k, n)))
+            x, ys = jax.lax.scan(body, x, (*first, adds))
+            if k < n:
+                x, more = jax.lax.scan(body, x, (*rest, None))
+                ys = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys, more)
+            hidden, kv_out = ys
         hidden = tuple(hidden[i] for i in range(n)) if return_hidden else ()
         if cache_kv is not None and n < self.depth:
             kv_out = tuple(jnp.concatenate([new, old[n:]]) for new, old in zip(kv_out, cache_kv))
