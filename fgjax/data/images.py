@@ -64,6 +64,8 @@ FAMILY_DEFAULTS = {
     "siglip": (SIGLIP_MEAN, SIGLIP_STD, "resize_naive"),
     "dinov2": (IMAGENET_MEAN, IMAGENET_STD, "resize_crop"),
     "dinov3": (IMAGENET_MEAN, IMAGENET_STD, "resize_naive"),
+    # InternViT: each 448 x 448 tile squashed (fgjax/data/internvl.py tiles the image first)
+    "internvl": (IMAGENET_MEAN, IMAGENET_STD, "resize_naive"),
 }
 # DINOv2's HF processor resizes the shortest side to 256 and crops 224 (crop fraction 0.875).
 DINOV2_CROP_FRACTION = 0.875

@@ -18,6 +18,8 @@
   Qwen3VLForConditionalGeneration (DeepStack; images, no video)              -> Qwen3VL
   LlavaNextForConditionalGeneration, LlavaOnevisionForConditionalGeneration
     (any-resolution tiling; images, no video)                                -> LlavaNext
+  InternVLForConditionalGeneration (InternVL 2.5 / 3 / 3.5: InternViT, pixel
+    shuffle, Qwen2 / Qwen3 / Llama; tiles as images; fgjax/hf/internvl.py)     -> VLM
 
 `dtype` is the parameter dtype, `compute_dtype` the activation dtype, and `overrides` replace
 other fgjax config fields (`feature_layer`, `input_size`, `remat`, ...). Both config schemas

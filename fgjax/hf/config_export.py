@@ -159,6 +159,10 @@ def vlm_to_hf(cfg: VLMConfig) -> dict:
         raise UnsupportedModelError("HF LLaVA has a single vision tower; fused encoders differ")
     if cfg.projector.kind == "gemma3":
         return gemma3_vlm_to_hf(cfg)
+    if cfg.projector.kind == "pixel_shuffle":
+        from fgjax.hf.internvl import internvl_to_hf  # it builds on decoder_to_hf
+
+        return internvl_to_hf(cfg)
     if cfg.image_attention == "prefix":
         return paligemma_to_hf(cfg)
     vision = vit_to_hf(cfg.encoder)

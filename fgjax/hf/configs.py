@@ -35,6 +35,7 @@ ARCHITECTURES = {
     "Qwen3VLForConditionalGeneration": "qwen3_vl",
     "LlavaNextForConditionalGeneration": "llava_next",
     "LlavaOnevisionForConditionalGeneration": "llava_onevision",
+    "InternVLForConditionalGeneration": "internvl",
 }
 _MODEL_TYPES = {  # fallback when `architectures` is absent
     "llama": "LlamaForCausalLM",
@@ -58,6 +59,7 @@ _MODEL_TYPES = {  # fallback when `architectures` is absent
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
     "llava_next": "LlavaNextForConditionalGeneration",
     "llava_onevision": "LlavaOnevisionForConditionalGeneration",
+    "internvl": "InternVLForConditionalGeneration",
 }
 
 # transformers' config-class defaults for the fields fgjax reads
@@ -441,6 +443,10 @@ def from_hf(hf: dict, **overrides):
         from fgjax.hf.llava_next import llava_next_from_hf  # it builds on llava_from_hf
 
         cfg = llava_next_from_hf(hf, kind)
+    elif kind == "internvl":
+        from fgjax.hf.internvl import internvl_from_hf  # it builds on the readers above
+
+        cfg = internvl_from_hf(hf)
     elif kind in _DECODER_DEFAULTS:
         cfg = decoder_from_hf({"model_type": kind, **hf})
     elif arch in ("SiglipModel", "CLIPModel"):

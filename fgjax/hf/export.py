@@ -48,11 +48,12 @@ class ExportResult:
 def unsupported_reason(cfg) -> str | None:
     """Why transformers cannot represent the fgjax model `cfg` faithfully, or None."""
     if isinstance(cfg, VLMConfig):
-        if cfg.image_layout in ("gemma3", "before_bos"):
+        if cfg.image_layout in ("gemma3", "before_bos", "internvl"):
             return (
-                f"image_layout={cfg.image_layout!r}: exporting a trained Gemma 3 / PaliGemma "
-                "run with its tokenizer and processor files is not implemented (fgjax.export "
-                "writes LLaVA's); fgjax.hf.save(model, dir) writes its weights and config.json"
+                f"image_layout={cfg.image_layout!r}: exporting a trained Gemma 3 / PaliGemma / "
+                "InternVL run with its tokenizer and processor files is not implemented "
+                "(fgjax.export writes LLaVA's); fgjax.hf.save(model, dir) writes its weights "
+                "and config.json"
             )
         if cfg.image_layout != "inline":
             return (

@@ -8,9 +8,11 @@ key per layer, stacked along the leading `layers` axis when the fgjax model scan
 HF keys are canonical in the legacy layout that every transformers version reads (LLaVA:
 `vision_tower.vision_model.*`, `multi_modal_projector.*`, `language_model.model.*`,
 `language_model.lm_head.weight`; Gemma 3 and PaliGemma the same, their projectors'
-`multi_modal_projector.mm_*` / `.linear`; CLIP/SigLIP: `vision_model.*`; Qwen2.5-VL: `visual.*`,
-`model.*`, `lm_head.weight`; Qwen3-VL, which only transformers 5's names ever held:
-`model.visual.*`, `model.language_model.*`, `lm_head.weight`). Other on-disk spellings are
+`multi_modal_projector.mm_*` / `.linear`; InternVL the same with `vision_tower.*` (no
+`vision_model`) and `multi_modal_projector.layer_norm`; CLIP/SigLIP: `vision_model.*`;
+Qwen2.5-VL: `visual.*`, `model.*`, `lm_head.weight`; Qwen3-VL, which only transformers 5's
+names ever held: `model.visual.*`, `model.language_model.*`, `lm_head.weight`). Other on-disk
+spellings are
 rewritten to it by `ALIASES` before matching; export writes the canonical keys.
 """
 
@@ -247,6 +249,31 @@ DINOV3_RULES = [
     *_norm("post_norm", "norm"),
 ]
 
+_INTERNVIT_LAYER = "encoder.layer.{i}"
+# InternViT (InternVLVisionModel), keys under a VLM's `vision_tower.`; its qk-norm weights are
+# [heads * head_dim], fgjax's [heads, head_dim]
+INTERNVIT_RULES = [
+    Rule("patch_embed/kernel", "embeddings.patch_embeddings.projection.weight", CONV),
+    Rule("patch_embed/bias", "embeddings.patch_embeddings.projection.bias"),
+    Rule("pos_embed", "embeddings.position_embeddings", lead_ones(1)),
+    Rule("cls_token", "embeddings.cls_token", lead_ones(2)),
+    Rule("mask_token", "embeddings.mask_token", lead_ones(2)),
+    *_norm(f"{_BLOCK}/attn_norm", f"{_INTERNVIT_LAYER}.layernorm_before"),
+    *_attention(
+        f"{_BLOCK}/attn",
+        f"{_INTERNVIT_LAYER}.attention",
+        ("q_proj", "k_proj", "v_proj", "projection_layer"),
+    ),
+    Rule(f"{_BLOCK}/attn/q_norm/scale", f"{_INTERNVIT_LAYER}.attention.q_norm.weight", FLAT),
+    Rule(f"{_BLOCK}/attn/k_norm/scale", f"{_INTERNVIT_LAYER}.attention.k_norm.weight", FLAT),
+    Rule(f"{_BLOCK}/attn_scale", f"{_INTERNVIT_LAYER}.lambda_1"),
+    *_norm(f"{_BLOCK}/mlp_norm", f"{_INTERNVIT_LAYER}.layernorm_after"),
+    *_dense(f"{_BLOCK}/mlp/fc1", f"{_INTERNVIT_LAYER}.mlp.fc1"),
+    *_dense(f"{_BLOCK}/mlp/fc2", f"{_INTERNVIT_LAYER}.mlp.fc2"),
+    Rule(f"{_BLOCK}/mlp_scale", f"{_INTERNVIT_LAYER}.lambda_2"),
+    *_norm("post_norm", "layernorm"),  # use_mean_pooling=false only
+]
+
 _LM_LAYER = "model.layers.{i}"
 DECODER_RULES = [
     Rule("embedding", "model.embed_tokens.weight"),
@@ -355,6 +382,8 @@ GEMMA3_PROJECTOR_RULES = [
     Rule("kernel", "mm_input_projection_weight"),
 ]
 PALIGEMMA_PROJECTOR_RULES = _dense("layers/0", "linear")
+# InternVL's: the LayerNorm after the pixel shuffle, then LLaVA's linear_1, linear_2
+INTERNVL_PROJECTOR_RULES = [*_norm("norm", "layer_norm"), *projector_rules(2)]
 
 
 def _vlm_projector_rules(kind: str, cfg) -> list:
@@ -362,6 +391,8 @@ def _vlm_projector_rules(kind: str, cfg) -> list:
         return GEMMA3_PROJECTOR_RULES
     if kind == "paligemma":
         return PALIGEMMA_PROJECTOR_RULES
+    if kind == "internvl":
+        return INTERNVL_PROJECTOR_RULES
     return projector_rules(cfg.projector.depth)
 
 
@@ -438,7 +469,8 @@ def _expand(rules, depth: int, scanned: bool, fg_prefix: str = "", hf_prefix: st
 
 
 def _vit_rules(cfg):
-    return {"dinov2": DINOV2_RULES, "dinov3": DINOV3_RULES}.get(cfg.family, SIGLIP_CLIP_RULES)
+    rules = {"dinov2": DINOV2_RULES, "dinov3": DINOV3_RULES, "internvl": INTERNVIT_RULES}
+    return rules.get(cfg.family, SIGLIP_CLIP_RULES)
 
 
 def key_map(arch: str, cfg) -> KeyMap:
@@ -467,7 +499,8 @@ def key_map(arch: str, cfg) -> KeyMap:
         return KeyMap(entries, QWEN25_VL_ALIASES, ignored)
     if isinstance(cfg, VLMConfig):
         enc, dec = cfg.encoder, cfg.decoder
-        dino = getattr(enc, "family", None) in ("dinov2", "dinov3")
+        # towers without a vision_model submodule: vision_tower.* in every layout
+        dino = getattr(enc, "family", None) in ("dinov2", "dinov3", "internvl")
         tower = "vision_tower." if dino else "vision_tower.vision_model."
         entries = {
             **_expand(_vit_rules(enc), enc.depth, enc.scan_layers, "encoder/", tower),

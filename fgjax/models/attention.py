@@ -214,7 +214,12 @@ class Attention(nnx.Module):
         self.scale = (h if scalar is None else scalar) ** -0.5
         self.softcap = getattr(cfg, "attn_softcap", None)
         self.implementation = getattr(cfg, "attention", "auto")
-        if getattr(cfg, "qk_norm", False):  # per head, over head_dim, with the model's norm
+        if getattr(cfg, "qk_norm_across_heads", False):  # InternViT: over all heads at once,
+            # eps fixed at 1e-6 (transformers' InternVLVisionRMSNorm default, no config field)
+            norm = dict(kind="rmsnorm", eps=1e-6, param_dtype=cfg.params_dtype, rngs=rngs)
+            self.q_norm = Norm((n, h), axis=("heads", "head_dim"), **norm)
+            self.k_norm = Norm((k, h), axis=("kv_heads", "head_dim"), **norm)
+        elif getattr(cfg, "qk_norm", False):  # per head, over head_dim, with the model's norm
             norm = dict(kind="rmsnorm", eps=cfg.norm_eps, add_one=cfg.norm_add_one,
                         param_dtype=cfg.params_dtype, rngs=rngs, axis="head_dim")  # fmt: skip
             self.q_norm, self.k_norm = Norm(h, **norm), Norm(h, **norm)

@@ -128,12 +128,13 @@ class TransformerConfig:
             )
 
 
-VIT_FAMILIES = ("siglip", "clip", "dinov2", "dinov3")
+VIT_FAMILIES = ("siglip", "clip", "dinov2", "dinov3", "internvl")
 
 
 @dataclasses.dataclass(frozen=True)
 class VitConfig(TransformerConfig):
-    """A ViT vision tower. Variants (SigLIP, CLIP, DINOv2, DINOv3) differ only in these flags.
+    """A ViT vision tower. Variants (SigLIP, CLIP, DINOv2, DINOv3, InternViT) differ only in
+    these flags.
 
     Positions: a learned table over `image_size` (resampled for other input sizes), or, with
     `rope` set (DINOv3), no table but 2-D RoPE on the patch tokens (prefix tokens unrotated),
@@ -162,6 +163,9 @@ class VitConfig(TransformerConfig):
     mask_token: bool = False  # DINOv2's (unused at inference) mask token parameter
     pos_interp: str = "bicubic"  # pos-emb resampling at other resolutions: "bicubic" | "bicubic_aa"
     key_bias: bool | None = None  # None: as qkv_bias; DINOv3 has q and v biases but no k bias
+    # InternViT's qk-norm (with qk_norm): one RMSNorm over all heads' features at once (weight
+    # [heads, head_dim], eps 1e-6 as transformers fixes it) instead of one per head
+    qk_norm_across_heads: bool = False
     feature_layer: int | tuple[int, ...] = -2
     keep_prefix: bool = False
     feature_norm: bool = False
@@ -221,6 +225,10 @@ class VitConfig(TransformerConfig):
         _check(self.post_norm in (None, "last", "pooled"), f"post_norm={self.post_norm!r}")
         _check(self.pool in (None, "map", "cls"), f"pool={self.pool!r}; use 'map', 'cls' or None")
         _check(self.pos_interp in ("bicubic", "bicubic_aa"), f"pos_interp={self.pos_interp!r}")
+        _check(
+            self.qk_norm or not self.qk_norm_across_heads,
+            "qk_norm_across_heads says how to qk-norm: set qk_norm=True too",
+        )
         for layer in self.feature_layers:
             _check(
                 -(self.depth + 1) <= layer <= self.depth,
@@ -336,7 +344,7 @@ class DecoderConfig(TransformerConfig):
             )
 
 
-PROJECTORS = ("linear", "mlp_gelu", "fused_gelu_mlp", "gemma3")
+PROJECTORS = ("linear", "mlp_gelu", "fused_gelu_mlp", "gemma3", "pixel_shuffle")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,14 +354,17 @@ class ProjectorConfig:
     kind "linear"; "mlp_gelu" with `depth` N layers (LLaVA's "mlp{N}x_gelu": Linear, then N-1
     times GELU + Linear); "fused_gelu_mlp" (Prismatic: in -> 4*in -> out -> out, GELU between);
     "gemma3" (Gemma 3's multimodal projector: the patch grid average-pooled to `tokens` per
-    image, Gemma's RMSNorm (1 + w) with `norm_eps`, one linear map without bias).
+    image, Gemma's RMSNorm (1 + w) with `norm_eps`, one linear map without bias);
+    "pixel_shuffle" (InternVL: each k x k window of the patch grid becomes one of `tokens`
+    tokens with k * k times the channels, then LayerNorm with `norm_eps`, Linear, GELU, Linear;
+    depth 2).
     """
 
     kind: str = "mlp_gelu"
     depth: int = 2
     bias: bool = True
-    tokens: int | None = None  # gemma3: image tokens per image after pooling (a square)
-    norm_eps: float = 1e-6  # gemma3: eps of the norm before the linear map
+    tokens: int | None = None  # gemma3, pixel_shuffle: image tokens per image (a square)
+    norm_eps: float = 1e-6  # gemma3, pixel_shuffle: eps of the norm before the linear map
 
     @classmethod
     def from_name(cls, name: str) -> ProjectorConfig:
@@ -376,7 +387,10 @@ class VLMConfig:
     `image_layout` says where the prompt builder puts the image tokens: "inline" (wherever
     the text has `<image>`, LLaVA/HF), "after_bos" (Prismatic), "gemma3" (inline, wrapped as
     Gemma 3's processor does: "\n\n", `image_boundary_ids[0]`, the image tokens,
-    `image_boundary_ids[1]`, "\n\n") or "before_bos" (PaliGemma: image tokens, BOS, text).
+    `image_boundary_ids[1]`, "\n\n"), "before_bos" (PaliGemma: image tokens, BOS, text) or
+    "internvl" (inline, `<img>`, the image tokens of every tile, `</img>`: InternVLProcessor's
+    expansion, whose boundary tokens the tokenizer names; fgjax's conversation encoder does
+    not build it yet, fgjax/data/internvl.py tiles the images).
     The model itself always scatters features into the positions holding `image_token_id`.
 
     `image_attention` is how the decoder attends, built by `VLM.__call__` from the tokens so
@@ -398,7 +412,7 @@ class VLMConfig:
     @property
     def num_image_tokens(self) -> int:
         """Image tokens per image in the prompt."""
-        if self.projector.kind == "gemma3":
+        if self.projector.kind in ("gemma3", "pixel_shuffle"):
             return self.projector.tokens
         return self.encoder.num_features
 
@@ -418,7 +432,7 @@ class VLMConfig:
             (self.image_layout == "gemma3") == (self.image_boundary_ids is not None),
             "image_layout 'gemma3' needs image_boundary_ids (begin, end), and only it uses them",
         )
-        if self.projector.kind == "gemma3":
+        if self.projector.kind in ("gemma3", "pixel_shuffle"):
             self._check_pooling()
         _check(
             0 <= self.image_token_id < self.decoder.vocab_size,
@@ -427,18 +441,18 @@ class VLMConfig:
         )
 
     def _check_pooling(self) -> None:
-        enc, tokens = self.encoder, self.projector.tokens
-        _check(isinstance(enc, VitConfig), "the gemma3 projector pools one tower's patch grid")
+        enc, tokens, kind = self.encoder, self.projector.tokens, self.projector.kind
+        _check(isinstance(enc, VitConfig), f"the {kind} projector pools one tower's patch grid")
         side = round((tokens or 0) ** 0.5)
         grid = enc.resolution // enc.patch_size
         _check(
             bool(tokens) and side * side == tokens and grid % side == 0 and not enc.keep_prefix,
-            f"the gemma3 projector pools the {grid} x {grid} patch grid to projector.tokens="
+            f"the {kind} projector pools the {grid} x {grid} patch grid to projector.tokens="
             f"{tokens}: it must be a square whose side divides {grid}",
         )
 
 
-IMAGE_LAYOUTS = ("inline", "after_bos", "gemma3", "before_bos")
+IMAGE_LAYOUTS = ("inline", "after_bos", "gemma3", "before_bos", "internvl")
 IMAGE_ATTENTION = ("causal", "bidirectional", "prefix")
 
 

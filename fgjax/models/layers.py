@@ -69,8 +69,9 @@ def activation(name: str):
 
 
 class Norm(nnx.Module):
-    """LayerNorm or RMSNorm over the last axis, computed in float32 (float64 for a float64
-    model) and cast back.
+    """LayerNorm or RMSNorm over the last axis (the last len(dim) axes for a tuple `dim`:
+    InternViT's qk-norm over all heads), computed in float32 (float64 for a float64 model)
+    and cast back.
 
     RMSNorm follows HF exactly: Llama multiplies the weight after casting back to the input
     dtype; Gemma (`add_one`) multiplies by (1 + w) in float32 before casting.
@@ -78,30 +79,34 @@ class Norm(nnx.Module):
 
     def __init__(
         self,
-        dim: int,
+        dim: int | tuple[int, ...],
         *,
         kind: str,
         eps: float,
         add_one: bool = False,
         param_dtype,
         rngs: nnx.Rngs,
-        axis: str = "embed",  # the logical axis of the normalized features ("head_dim": qk-norm)
+        # the logical axis of the normalized features ("head_dim": qk-norm), one per dim
+        axis: str | tuple[str, ...] = "embed",
     ):
         self.kind, self.eps, self.add_one = kind, eps, add_one
+        shape = dim if isinstance(dim, tuple) else (dim,)
+        axes = axis if isinstance(axis, tuple) else (axis,)
+        self.axes = tuple(range(-len(shape), 0))  # the normalized axes of the input
         init = nnx.initializers.zeros if add_one else nnx.initializers.ones
-        self.scale = param(rngs, init, (dim,), param_dtype, (axis,))
+        self.scale = param(rngs, init, shape, param_dtype, axes)
         if kind == "layernorm":
-            self.bias = param(rngs, nnx.initializers.zeros, (dim,), param_dtype, (axis,))
+            self.bias = param(rngs, nnx.initializers.zeros, shape, param_dtype, axes)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        dtype, acc = x.dtype, at_least_float32(x.dtype)
+        dtype, acc, axes = x.dtype, at_least_float32(x.dtype), self.axes
         x32 = x.astype(acc)
         if self.kind == "layernorm":
-            mean = x32.mean(-1, keepdims=True)
-            var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+            mean = x32.mean(axes, keepdims=True)
+            var = jnp.square(x32 - mean).mean(axes, keepdims=True)
             y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
             return (y * self.scale[...].astype(acc) + self.bias[...].astype(acc)).astype(dtype)
-        y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
+        y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(axes, keepdims=True) + self.eps)
         if self.add_one:
             return (y * (1.0 + self.scale[...].astype(acc))).astype(dtype)
         return y.astype(dtype) * self.scale[...].astype(dtype)

@@ -547,3 +547,44 @@ def paligemma2(image_size: int = 224, decoder_name: str = "gemma2_2b", **kw) -> 
         image_layout="before_bos",
         image_attention="prefix",
     )
+
+
+def internvit_300m(**kw) -> VitConfig:
+    """OpenGVLab/InternViT-300M-448px-V2_5, the tower of InternVL 2.5 / 3 / 3.5 up to 38B
+    (transformers' InternVLVisionModel): 24 LayerNorm blocks with LayerScale and q/k/v biases,
+    no qk-norm, no final norm (use_mean_pooling); 448 px tiles of 32 x 32 patches, CLS
+    dropped, features the last block's output."""
+    base = dict(
+        family="internvl", width=1024, depth=24, num_heads=16, mlp_dim=4096, image_size=448,
+        patch_size=14, norm_eps=1e-6, act="gelu", class_token=True, layer_scale=True,
+        layer_scale_init=0.1, post_norm=None, feature_layer=-1,
+    )  # fmt: skip
+    return VitConfig(**{**base, **kw})
+
+
+# OpenGVLab/InternVL3-{1B,8B}-hf text models: Qwen2.5-0.5B and Qwen2.5-7B, their vocabulary
+# grown to 151674 by InternVL's tokens (<img> 151665, </img> 151666, <IMG_CONTEXT> 151667, ...),
+# the LM head untied in both (InternVL 3's 1B has its own, unlike Qwen2.5-0.5B)
+_INTERNVL3 = {
+    "1b": dict(width=896, depth=24, num_heads=14, num_kv_heads=2, mlp_dim=4864),
+    "8b": dict(width=3584, depth=28, num_heads=28, num_kv_heads=4, mlp_dim=18944),
+}
+
+
+def internvl3(size: str = "1b", **decoder_overrides) -> VLMConfig:
+    """OpenGVLab/InternVL3-1B-hf ("1b") and -8B-hf ("8b"): InternViT-300M, each 448 px tile
+    pixel-shuffled (2 x 2 patches per token) to 256 tokens between <img> and </img>, a
+    LayerNorm + two-layer GELU projector, a Qwen2.5 decoder (fgjax/hf/internvl.py)."""
+    if size not in _INTERNVL3:
+        raise ValueError(f"unknown InternVL3 size {size!r}; available: {sorted(_INTERNVL3)}")
+    text = _qwen2(
+        vocab_size=151674, max_positions=32768, bos_token_id=151643, eos_token_id=151645,
+        **{**_INTERNVL3[size], **decoder_overrides},
+    )  # fmt: skip
+    return VLMConfig(
+        encoder=internvit_300m(),
+        projector=ProjectorConfig("pixel_shuffle", 2, True, tokens=256, norm_eps=1e-5),
+        decoder=text,
+        image_token_id=151667,
+        image_layout="internvl",
+    )

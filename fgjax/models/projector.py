@@ -10,12 +10,22 @@ from fgjax.models.config import ProjectorConfig
 from fgjax.models.layers import Norm, activation, at_least_float32, dense, param
 
 
+def input_dim(cfg) -> int:
+    """The width of the features a VLMConfig's projector takes: the encoder's feature width,
+    times k * k for pixel_shuffle (k x k patches per token, their channels side by side)."""
+    dim = cfg.encoder.feature_dim
+    if cfg.projector.kind == "pixel_shuffle":
+        dim *= cfg.encoder.num_patches // cfg.projector.tokens
+    return dim
+
+
 def projector_dims(cfg: ProjectorConfig, in_dim: int, out_dim: int) -> list[int]:
     """Layer widths, input first: linear and gemma3 (after its pooling) [in, out];
-    mlpNx_gelu [in, out, ..., out]; fused_gelu_mlp [in, 4 * in, out, out] (Prismatic)."""
+    mlpNx_gelu [in, out, ..., out] (pixel_shuffle: `in` after the shuffle);
+    fused_gelu_mlp [in, 4 * in, out, out] (Prismatic)."""
     if cfg.kind in ("linear", "gemma3"):
         return [in_dim, out_dim]
-    if cfg.kind == "mlp_gelu":
+    if cfg.kind in ("mlp_gelu", "pixel_shuffle"):
         return [in_dim] + [out_dim] * cfg.depth
     if cfg.kind == "fused_gelu_mlp":
         return [in_dim, 4 * in_dim, out_dim, out_dim]
@@ -72,3 +82,34 @@ class PooledProjector(nnx.Module):
         return jnp.einsum(
             "BND,DE->BNE", self.norm(pooled), self.kernel[...].astype(self.dtype)
         ).astype(x.dtype)
+
+
+def pixel_shuffle(x: jax.Array, tokens: int) -> jax.Array:
+    """x: [B, G * G, C] (a row-major G x G patch grid) -> [B, tokens, k * k * C] with
+    k = G / sqrt(tokens): each k x k window becomes one token, windows row-major, channels
+    ordered (row in the window, column in the window, c). transformers' InternVLModel.
+    pixel_shuffle (its view / permute / view / permute) gives exactly this order."""
+    batch, patches, dim = x.shape
+    grid, side = round(patches**0.5), round(tokens**0.5)
+    k = grid // side
+    windows = x.reshape(batch, side, k, side, k, dim).transpose(0, 1, 3, 2, 4, 5)
+    return windows.reshape(batch, tokens, k * k * dim)
+
+
+class PixelShuffleProjector(Projector):
+    """InternVL's multimodal projector: `pixel_shuffle` to `cfg.tokens` tokens per image,
+    LayerNorm (eps `cfg.norm_eps`), then the two-layer GELU MLP (transformers'
+    InternVLMultiModalProjector: layer_norm, linear_1, act, linear_2). `in_dim` is the
+    shuffled width k * k * C."""
+
+    def __init__(
+        self, cfg: ProjectorConfig, in_dim: int, out_dim: int, *, dtype, param_dtype, rngs: nnx.Rngs
+    ):
+        super().__init__(cfg, in_dim, out_dim, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.tokens = cfg.tokens
+        self.norm = Norm(in_dim, kind="layernorm", eps=cfg.norm_eps, param_dtype=param_dtype,
+                         rngs=rngs, axis="vision_embed")  # fmt: skip
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: [B, G * G, C] -> [B, tokens, out_dim]."""
+        return super().__call__(self.norm(pixel_shuffle(x, self.tokens)))

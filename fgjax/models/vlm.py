@@ -17,7 +17,12 @@ from flax import nnx
 from fgjax.models.attention import causal_mask, segment_mask
 from fgjax.models.config import FusedVitConfig, VLMConfig
 from fgjax.models.decoder import Decoder, DecoderOutput
-from fgjax.models.projector import PooledProjector, Projector
+from fgjax.models.projector import (
+    PixelShuffleProjector,
+    PooledProjector,
+    Projector,
+    input_dim,
+)
 from fgjax.models.vit import build_encoder
 
 
@@ -25,12 +30,14 @@ def components(cfg: VLMConfig) -> dict:
     """name -> function(rngs) building that part of a VLM on its own (e.g. to randomly
     initialize only the parts that are not loaded from pretrained weights)."""
     dec = cfg.decoder
-    projector = PooledProjector if cfg.projector.kind == "gemma3" else Projector
+    projector = {"gemma3": PooledProjector, "pixel_shuffle": PixelShuffleProjector}.get(
+        cfg.projector.kind, Projector
+    )
     return {
         "encoder": lambda rngs: build_encoder(cfg.encoder, rngs),
         "projector": lambda rngs: projector(
             cfg.projector,
-            cfg.encoder.feature_dim,
+            input_dim(cfg),
             dec.width,
             dtype=dec.compute_dtype,
             param_dtype=dec.params_dtype,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from fgjax.models.config import FusedVitConfig, TransformerConfig, VitConfig, VLMConfig
-from fgjax.models.projector import projector_dims
+from fgjax.models.projector import input_dim, projector_dims
 
 # Dense bf16 peak FLOP/s per chip, for MFU. Extend as needed or set config.peak_flops_per_device.
 PEAK_FLOPS = {
@@ -87,7 +87,7 @@ def vlm_train_flops(
     """FLOPs of one training step on `batch` sequences of `seq_len` tokens with
     `images_per_row` images each (packed rows: every image slot is encoded, used or not)."""
     images = batch * images_per_row
-    dims = projector_dims(cfg.projector, cfg.encoder.feature_dim, cfg.decoder.width)
+    dims = projector_dims(cfg.projector, input_dim(cfg), cfg.decoder.width)
     projector = 2 * cfg.num_image_tokens * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
     enc_mult = 3 if trainable.get("encoder") else 1
     proj_mult = 3 if trainable.get("projector") else (2 if trainable.get("encoder") else 1)

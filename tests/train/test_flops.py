@@ -44,3 +44,20 @@ def test_tower_flops_match_the_compiled_count():
         counted = compiled_flops(lambda s, x, m=method: getattr(nnx.merge(graphdef, s), m)(x),
                                  state, images)  # fmt: skip
         assert abs(counted - 2 * analytic) / (2 * analytic) < 0.25, (method, counted, analytic)
+
+
+def test_pixel_shuffle_projector_flops_count_the_shuffled_width():
+    """InternVL's projector takes k * k patches' channels per token: the analytic count
+    matches XLA's count of the compiled projector within 20% (measured 7.2% here, LayerNorm
+    and GELU included; with the tower's width as its input the count would be 42% low). The
+    widths make the matmuls dominate: 64 channels per patch, 2 x 2 patches per token, 256."""
+    cfg = presets.vlm("tiny_clip", "tiny_llama", image_token_id=5,
+                      encoder_overrides=dict(width=64), decoder_overrides=dict(width=256))  # fmt: skip
+    cfg = dataclasses.replace(
+        cfg, projector=models.ProjectorConfig("pixel_shuffle", 2, True, tokens=4, norm_eps=1e-5)
+    )
+    analytic = flops.vlm_train_flops(cfg, 2, 8, {}).projector
+    graphdef, state = nnx.split(models.build(cfg, seed=0).projector)
+    features = np.zeros((2, cfg.encoder.num_patches, cfg.encoder.feature_dim), np.float32)
+    counted = compiled_flops(lambda s, x: nnx.merge(graphdef, s)(x), state, features)
+    assert abs(counted - analytic) / analytic < 0.2, (counted, analytic)
