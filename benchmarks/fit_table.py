@@ -46,6 +46,8 @@ RECIPES = [
      "DINOv3-L/16 + Qwen2.5-7B, align_llm"),
     ("gemma3_12b_v5p-32_finetune", "configs/finetune_vlm.py:vlm=gemma3_12b", "v5p-32",
      "Gemma 3 12B VLM (SigLIP 896 px), finetune on LLaVA-665K, batch 128"),
+    ("qwen25vl_7b_v5p-32_finetune", "configs/finetune_vlm.py:vlm=qwen25vl_7b", "v5p-32",
+     "Qwen2.5-VL-7B (448 px, 256 image tokens), finetune on LLaVA-665K, batch 128"),
 ]  # fmt: skip
 
 

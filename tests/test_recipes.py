@@ -63,9 +63,11 @@ def test_loss_tokens_puts_the_lm_head_at_the_loss_positions_only():
     assert LLAVA15.get_config("llm=gemma2_9b,loss_tokens=64").loss_tokens_per_row == 64
 
 
-# as transformers counts them (tests/hf/test_hf_gemma3_vlm.py, test_hf_paligemma.py)
+# as transformers counts them (tests/hf/test_hf_gemma3_vlm.py, test_hf_paligemma.py,
+# test_hf_qwen25_vl.py)
 VLM_PARAMS = {"gemma3_4b": 4_300_079_472, "gemma3_12b": 12_187_325_040,
-              "paligemma2_224": 3_032_242_416}  # fmt: skip
+              "paligemma2_224": 3_032_242_416, "qwen25vl_3b": 3_754_622_976,
+              "qwen25vl_7b": 8_292_166_656}  # fmt: skip
 
 
 @pytest.mark.parametrize("vlm", list(FINETUNE_VLM.HF_NAMES))

@@ -15,7 +15,10 @@ The image placeholder `<image>` becomes `num_image_tokens` copies of the image-t
 - "gemma3": inline, wrapped as Gemma 3's processor expands `<start_of_image>`: "\\n\\n",
   `<start_of_image>`, N x `<image_soft_token>` (the image id), `<end_of_image>`, "\\n\\n",
   then the turn's text;
-- "before_bos" (PaliGemma): first, before BOS, the placeholder removed from the text.
+- "before_bos" (PaliGemma): first, before BOS, the placeholder removed from the text;
+- "qwen_vl" (Qwen2.5-VL): inline as its chat template writes an image and its processor
+  expands `<|image_pad|>`: `<|vision_start|>`, N x `<|image_pad|>` (the image id),
+  `<|vision_end|>`, then the turn's text with the placeholder removed.
 
 Problems with one sample raise `SampleError`; data pipelines skip and count those.
 """
@@ -29,11 +32,14 @@ import numpy as np
 from fgjax.data.templates import Image, Piece, Template, Text, Token, get_template
 from fgjax.data.tokenizer import Tokenizer
 from fgjax.models.config import VLMConfig
+from fgjax.models.qwen_vl import Qwen25VLConfig
 
 HUMAN_ROLES, GPT_ROLES = ("human", "user"), ("gpt", "assistant")
-LAYOUTS = ("inline", "after_bos", "gemma3", "before_bos")
-# Gemma 3's image tokens: begin, the image id (repeated), end
+LAYOUTS = ("inline", "after_bos", "gemma3", "before_bos", "qwen_vl")
+# Gemma 3's and Qwen2.5-VL's image tokens: begin, the image id (repeated), end
 GEMMA3_IMAGE_TOKENS = ("<start_of_image>", "<image_soft_token>", "<end_of_image>")
+QWEN_VL_IMAGE_TOKENS = ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>")
+BOUNDED_LAYOUTS = {"gemma3": GEMMA3_IMAGE_TOKENS, "qwen_vl": QWEN_VL_IMAGE_TOKENS}
 
 
 class SampleError(ValueError):
@@ -86,8 +92,10 @@ class ConversationEncoder:
                 f"{num_image_tokens} image tokens; raise max_length"
             )
         self._token_ids = self._resolve_special_tokens()
-        # the id repeated at the image positions (the placeholder's own, except for Gemma 3)
-        self.image_id_token = GEMMA3_IMAGE_TOKENS[1] if image_layout == "gemma3" else image_token
+        # the id repeated at the image positions (the placeholder's own, except for the
+        # layouts with their own image tokens)
+        bounded = BOUNDED_LAYOUTS.get(image_layout)
+        self.image_id_token = bounded[1] if bounded else image_token
         self.image_token_id = self._token_ids[self.image_id_token]
         self.uses_bos = "bos" in self._token_ids  # rows start with BOS
 
@@ -96,12 +104,13 @@ class ConversationEncoder:
         cls,
         tokenizer: Tokenizer,
         template: str | Template,
-        model_cfg: VLMConfig,
+        model_cfg: VLMConfig | Qwen25VLConfig,
         *,
         max_length: int | None = None,
         image_token: str = "<image>",
     ) -> ConversationEncoder:
-        """An encoder whose image-token count, layout and ids agree with a VLMConfig."""
+        """An encoder whose image-token count, layout and ids agree with a VLMConfig (or a
+        Qwen25VLConfig with a fixed image size)."""
         encoder = cls(
             tokenizer,
             template,
@@ -113,7 +122,7 @@ class ConversationEncoder:
         encoder.check_model(model_cfg)
         return encoder
 
-    def check_model(self, model_cfg: VLMConfig) -> None:
+    def check_model(self, model_cfg: VLMConfig | Qwen25VLConfig) -> None:
         """Raises if the tokenizer does not fit a VLMConfig (ids, vocabulary, image tokens)."""
         problems = []
         if model_cfg.image_token_id != self.image_token_id:
@@ -133,13 +142,13 @@ class ConversationEncoder:
             )
         if model_cfg.image_layout != self.image_layout:
             problems.append(f"image_layout {model_cfg.image_layout} != {self.image_layout}")
-        if self.image_layout == "gemma3":
-            begin, _, end = (self._token_ids[t] for t in GEMMA3_IMAGE_TOKENS)
+        if self.image_layout in BOUNDED_LAYOUTS:
+            names = BOUNDED_LAYOUTS[self.image_layout]
+            begin, _, end = (self._token_ids[t] for t in names)
             if model_cfg.image_boundary_ids != (begin, end):
                 problems.append(
                     f"the model's image_boundary_ids={model_cfg.image_boundary_ids} but the "
-                    f"tokenizer's {GEMMA3_IMAGE_TOKENS[0]}, {GEMMA3_IMAGE_TOKENS[2]} are "
-                    f"{(begin, end)}"
+                    f"tokenizer's {names[0]}, {names[2]} are {(begin, end)}"
                 )
         if problems:
             raise ValueError("tokenizer and model disagree: " + "; ".join(problems))
@@ -159,9 +168,8 @@ class ConversationEncoder:
             ids["eos"] = _require(
                 tok.eos_id, f"{name} ends replies with EOS but {tok!r} has none{how}"
             )
-        # Gemma 3's image tokens are its own; the placeholder is only text there
-        gemma3 = self.image_layout == "gemma3"
-        image_tokens = GEMMA3_IMAGE_TOKENS if gemma3 else (self.image_token,)
+        # Gemma 3's and Qwen2.5-VL's image tokens are their own; the placeholder is only text
+        image_tokens = BOUNDED_LAYOUTS.get(self.image_layout, (self.image_token,))
         for token in (*template.special_tokens, *image_tokens):  # end: one of these or eos
             token_id = tok.token_to_id(token)
             if token_id is None:
@@ -290,6 +298,9 @@ class ConversationEncoder:
                 elif self.image_layout == "gemma3":
                     begin, _, end = GEMMA3_IMAGE_TOKENS
                     content = [Text("\n\n"), Token(begin), Image(), Token(end), Text("\n\n" + rest)]
+                elif self.image_layout == "qwen_vl":
+                    begin, _, end = QWEN_VL_IMAGE_TOKENS
+                    content = [Token(begin), Image(), Token(end), *([Text(rest)] if rest else [])]
                 else:
                     content = [Image(), *([Text("\n" + rest)] if rest else [])]
             pieces += template.user(index, content, system)

@@ -5,10 +5,13 @@ render a conversation as fgjax's prompt templates do (fgjax/data/templates.py).
 HF's `[{"role": "system" | "user" | "assistant", "content": str | [{"type": "image"},
 {"type": "text", "text": ...}]}]`; a user turn holding an image renders as fgjax renders
 LLaVA's `<image>` placeholder: `<image>\\n` then the turn's text with the placeholder removed
-and stripped. `add_generation_prompt=True` ends with the assistant header ("... ASSISTANT:").
-The HF processor then expands `<image>` to the image tokens. A rendered string, tokenized by
-the exported tokenizer (which splits at special tokens, as fgjax tokenizes span by span), gives
-the token ids fgjax trained on; tests/export/test_chat_templates.py checks every template.
+and stripped (Qwen2.5-VL's layout, `image_layout="qwen_vl"`: `<|vision_start|><|image_pad|>
+<|vision_end|>` then the text, as its own chat template writes an image).
+`add_generation_prompt=True` ends with the assistant header ("... ASSISTANT:"). The HF
+processor then expands `<image>` (`<|image_pad|>`) to the image tokens. A rendered string,
+tokenized by the exported tokenizer (which splits at special tokens, as fgjax tokenizes span
+by span), gives the token ids fgjax trained on; tests/export/test_chat_templates.py checks
+every template.
 """
 
 from __future__ import annotations
@@ -74,6 +77,12 @@ _FORMATS = {
     "paligemma": _Format(f"{{{{ content + {_lit(chr(10))} }}}}", ""),
 }
 
+# What an image and the turn's text (`rest`, the placeholder removed) become, by image layout
+# (fgjax.data.conversation)
+_IMAGE_CONTENT = {
+    "inline": "'<image>' + ('\\n' + rest if rest else '')",
+    "qwen_vl": "'<|vision_start|><|image_pad|><|vision_end|>' + rest",
+}
 # The content of a user turn: `c.text` (its text) and `c.image` (whether it holds an image),
 # then `content` as fgjax renders it.
 _CONTENT = (
@@ -85,7 +94,7 @@ _CONTENT = (
     "{%- elif item['type'] == 'text' -%}{%- set c.text = c.text + item['text'] -%}{%- endif -%}"
     "{%- endfor -%}{%- endif -%}"
     "{%- if c.image -%}{%- set rest = c.text.replace('<image>', '').strip() -%}"
-    "{%- set content = '<image>' + ('\\n' + rest if rest else '') -%}"
+    "{%- set content = IMAGE_CONTENT -%}"
     "{%- else -%}{%- set content = c.text -%}{%- endif -%}"
 )
 _TEXT = (
@@ -96,13 +105,16 @@ _TEXT = (
 )
 
 
-def chat_template(name: str, *, bos: bool) -> str:
+def chat_template(name: str, *, bos: bool, image_layout: str = "inline") -> str:
     """The Jinja chat template of fgjax template `name`. bos: render the tokenizer's BOS first
-    (when the template starts with BOS and the tokenizer does not add it by itself)."""
+    (when the template starts with BOS and the tokenizer does not add it by itself);
+    image_layout: how an image is written ("inline": LLaVA's, "qwen_vl": Qwen2.5-VL's)."""
     if name not in _FORMATS:
         raise ValueError(
             f"no chat template for prompt template {name!r}; known: {sorted(_FORMATS)}"
         )
+    if image_layout not in _IMAGE_CONTENT:
+        raise ValueError(f"no chat template for image_layout {image_layout!r}")
     template, fmt = templates.get_template(name), _FORMATS[name]
     end = "eos_token" if template.end == "eos" else _lit(template.end)
     reply = f"{_lit(fmt.header + template.reply_prefix)} + t.text + {_lit(template.reply_suffix)} + {end}"
@@ -115,7 +127,7 @@ def chat_template(name: str, *, bos: bool) -> str:
         + ("{{ bos_token }}" if bos else "")
         + "{%- for message in messages[start:] -%}"
         "{%- if message['role'] == 'user' -%}"
-        + _CONTENT
+        + _CONTENT.replace("IMAGE_CONTENT", _IMAGE_CONTENT[image_layout])
         + fmt.user
         + "{%- set ns.turn = ns.turn + 1 -%}"
         "{%- elif message['role'] == 'assistant' -%}" + _TEXT + f"{{{{ {reply} }}}}"

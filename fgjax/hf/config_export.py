@@ -21,7 +21,9 @@ _HF_ACTS = {
     "silu": "silu",
 }
 # fields HF configs do not carry: kept from the fgjax config when checking a round trip
-_RUNTIME_FIELDS = ("scan_layers", "remat", "attention", "dtype", "param_dtype", "input_size")
+# (Qwen2.5-VL's fixed_size is the size it was trained at; transformers takes any size)
+_RUNTIME_FIELDS = ("scan_layers", "remat", "attention", "dtype", "param_dtype", "input_size",
+                   "fixed_size")  # fmt: skip
 
 _DECODER_ARCHS = {
     "llama": "LlamaForCausalLM",

@@ -6,7 +6,10 @@ fgjax-native parameters export when transformers cannot represent the model.
 HF format: a VLM becomes `LlavaForConditionalGeneration` (legacy key layout), a decoder
 trained alone its `*ForCausalLM`, a vision tower its `*VisionModel`; with the tokenizer
 (`<image>` a special token at the model's image_token_id), chat template, image processor,
-LLaVA processor and generation config (fgjax/hf/processor_files.py). Parameters stream from
+LLaVA processor and generation config (fgjax/hf/processor_files.py). A Qwen2.5-VL run becomes
+`Qwen2_5_VLForConditionalGeneration` with its tokenizer, a chat template writing images as
+`<|vision_start|><|image_pad|><|vision_end|>` and a Qwen2VLImageProcessor at the run's image
+size. Parameters stream from
 the checkpoint to the shards one tensor at a time (fgjax/rundir.py, fgjax/hf/writer.py).
 Everything is written into a temporary sibling directory renamed to `out` at the end, so a
 failed export leaves nothing behind.
@@ -31,6 +34,7 @@ from fgjax.data.tokenizer import tokenizer_for
 from fgjax.hf import config_export, processor_files, writer
 from fgjax.hf.configs import UnsupportedModelError
 from fgjax.models.config import DecoderConfig, FusedVitConfig, VitConfig, VLMConfig
+from fgjax.models.qwen_vl import Qwen25VLConfig
 from fgjax.rundir import Run, RunError
 
 FORMATS = ("auto", "hf", "native")
@@ -119,7 +123,7 @@ def _tokenizer_and_template(run: Run, tokenizer_path: str | None):
             "tokenizer=... (--tokenizer=PATH) with the tokenizer the run trained with"
         )
     cfg = run.model_cfg
-    is_vlm = isinstance(cfg, VLMConfig)
+    is_vlm = isinstance(cfg, (VLMConfig, Qwen25VLConfig))
     roles = data.get("tokenizer_roles")
     tokenizer = tokenizer_for(path, image_token=is_vlm, roles=roles)  # the trainer's own set-up
     template = data.get("template")
@@ -138,11 +142,11 @@ def _tokenizer_and_template(run: Run, tokenizer_path: str | None):
 def with_tokenizer_ids(cfg, tokenizer):
     """The model config with the run tokenizer's bos/eos/pad ids: a preset's (1/2) would go
     into the exported config.json where the run's own tokenizer uses others."""
-    decoder = cfg.decoder if isinstance(cfg, VLMConfig) else cfg
+    whole = isinstance(cfg, (VLMConfig, Qwen25VLConfig))
     ids = {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
            "pad_token_id": tokenizer.pad_id}  # fmt: skip
-    decoder = dataclasses.replace(decoder, **ids)
-    return dataclasses.replace(cfg, decoder=decoder) if isinstance(cfg, VLMConfig) else decoder
+    decoder = dataclasses.replace(cfg.decoder if whole else cfg, **ids)
+    return dataclasses.replace(cfg, decoder=decoder) if whole else decoder
 
 
 def _write_hf(run: Run, params, out: Path, dtype, max_shard_bytes, tokenizer) -> str:
@@ -156,13 +160,18 @@ def _write_hf(run: Run, params, out: Path, dtype, max_shard_bytes, tokenizer) ->
         processor_files.write_image_processor(str(out), cfg, data.get("preprocess"))
         return hf_config["architectures"][0]
     tokenizer, template = tokenizer
-    is_vlm = isinstance(cfg, VLMConfig)
-    processor_class = "LlavaProcessor" if is_vlm else None
+    qwen = isinstance(cfg, Qwen25VLConfig)
+    is_vlm = isinstance(cfg, VLMConfig) or qwen
+    processor_class = "Qwen2_5_VLProcessor" if qwen else ("LlavaProcessor" if is_vlm else None)
     max_length = (cfg.decoder if is_vlm else cfg).max_positions
-    processor_files.write_tokenizer(tokenizer, str(out), template=template,
-                                    max_length=max_length, processor_class=processor_class)  # fmt: skip
+    processor_files.write_tokenizer(
+        tokenizer, str(out), template=template, max_length=max_length,
+        processor_class=processor_class, image_layout="qwen_vl" if qwen else "inline",
+    )  # fmt: skip
     processor_files.write_generation_config(str(out), tokenizer, template)
-    if is_vlm:
+    if qwen:
+        processor_files.write_qwen_image_processor(str(out), cfg.encoder, data.get("preprocess"))
+    elif is_vlm:
         processor_files.write_image_processor(
             str(out), cfg.encoder, data.get("preprocess"), processor_class
         )
@@ -222,7 +231,7 @@ def export_run(
             "format='native' (--format=native) and load it with fgjax.native.load"
         )
     params, source = run.params(step)
-    has_tokenizer = isinstance(run.model_cfg, (VLMConfig, DecoderConfig))
+    has_tokenizer = isinstance(run.model_cfg, (VLMConfig, Qwen25VLConfig, DecoderConfig))
     tokenizer = _tokenizer_and_template(run, tokenizer) if has_tokenizer else None
     out = storage.path(out)
     temp = _fresh_directory(out, overwrite)

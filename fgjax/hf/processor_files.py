@@ -5,7 +5,8 @@ layout that transformers 4 and 5 both read:
 
     tokenizer.json | tokenizer.model, tokenizer_config.json   the run's tokenizer, `<image>` special
     chat_template.jinja                                       the run's prompt template
-    preprocessor_config.json                                  the image processor (fgjax.data.images)
+    preprocessor_config.json                                  the image processor (fgjax.data.images;
+                                                              Qwen2.5-VL's: data.qwen_patches)
     processor_config.json                                     LlavaProcessor: patch_size, strategy,
                                                               num_additional_image_tokens
     generation_config.json                                    bos / eos / pad ids
@@ -19,7 +20,7 @@ import os
 
 import tokenizers
 
-from fgjax.data import images
+from fgjax.data import images, qwen_patches
 from fgjax.data.templates import get_template
 from fgjax.data.tokenizer import HFTokenizer, SentencePieceTokenizer, Tokenizer
 from fgjax.hf.chat_templates import chat_template
@@ -48,9 +49,11 @@ def write_tokenizer(
     template: str | None,
     max_length: int,
     processor_class: str | None = None,
+    image_layout: str = "inline",
 ) -> str | None:
-    """Writes the tokenizer files and, for a prompt `template` name, chat_template.jinja.
-    Returns the chat template (None without one).
+    """Writes the tokenizer files and, for a prompt `template` name, chat_template.jinja
+    (writing an image as `image_layout` places it). Returns the chat template (None without
+    one).
 
     BOS: fgjax's templates start with BOS (or not, "chatml"); transformers' tokenizer either
     prepends it by itself (LlamaTokenizer's add_bos_token, a tokenizer.json post-processor)
@@ -100,7 +103,7 @@ def write_tokenizer(
         config["processor_class"] = processor_class
     rendered = None
     if template is not None:
-        rendered = chat_template(template, bos=uses_bos and not adds_bos)
+        rendered = chat_template(template, bos=uses_bos and not adds_bos, image_layout=image_layout)
         config["chat_template"] = rendered  # transformers < 4.43 reads it from here
         with open(os.path.join(directory, CHAT_TEMPLATE_FILE), "w") as f:
             f.write(rendered)
@@ -116,6 +119,15 @@ def write_image_processor(
     config = images.hf_preprocessor_config(images.preprocess_config_for(vit_cfg, mode=mode))
     if processor_class:
         config["processor_class"] = processor_class
+    _dump(os.path.join(directory, "preprocessor_config.json"), config)
+    return config
+
+
+def write_qwen_image_processor(directory: str, tower_cfg, mode: str | None) -> dict:
+    """preprocessor_config.json of Qwen2VLImageProcessor giving the patches a Qwen2.5-VL tower
+    trained at its fixed_size took (for images of that size: see data/qwen_patches.py)."""
+    config = qwen_patches.hf_preprocessor_config(qwen_patches.patch_config_for(tower_cfg, mode))
+    config["processor_class"] = "Qwen2_5_VLProcessor"
     _dump(os.path.join(directory, "preprocessor_config.json"), config)
     return config
 

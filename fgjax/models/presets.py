@@ -224,6 +224,45 @@ def qwen3_vl(size: str = "8b", **decoder_overrides) -> Qwen3VLConfig:
     )  # fmt: skip
 
 
+def qwen25_vl_3b(**decoder_overrides) -> Qwen25VLConfig:
+    """Qwen/Qwen2.5-VL-3B-Instruct: the 7B's tower merged to width 2048, a Qwen2.5-3B decoder
+    (36 blocks, 2 KV heads, tied embeddings, vocabulary 151936) with M-RoPE (16, 24, 24)."""
+    cfg = qwen25_vl_7b()
+    text = dataclasses.replace(
+        cfg.decoder, vocab_size=151936, width=2048, depth=36, num_heads=16, num_kv_heads=2,
+        mlp_dim=11008, tie_embeddings=True, **decoder_overrides,
+    )  # fmt: skip
+    return dataclasses.replace(
+        cfg, encoder=dataclasses.replace(cfg.encoder, out_dim=2048), decoder=text
+    )
+
+
+def tiny_qwen25_vl() -> Qwen25VLConfig:
+    """A tiny Qwen2.5-VL for tests, trained at 112 px: 8 x 8 patches in windows of 56 px (four
+    per image), 16 image tokens. Its special tokens are the lowest ids, in Qwen's order
+    (<|endoftext|> 0, <|im_start|> 1, <|im_end|> 2 = EOS, <|vision_start|> 3, <|vision_end|>
+    4, <|image_pad|> 5, <|video_pad|> 6), as `tokenizer_train.train_bpe` places the special
+    tokens it is given."""
+    tower = Qwen25VisionConfig(
+        width=32, depth=2, num_heads=4, mlp_dim=48, window_size=56, fullatt_block_indexes=(1,),
+        out_dim=64, fixed_size=112,
+    )  # fmt: skip
+    text = _qwen2(
+        vocab_size=384, width=64, depth=2, num_heads=4, num_kv_heads=2, mlp_dim=128,
+        max_positions=2048, rope=RopeConfig(theta=1e6, mrope_section=(2, 3, 3)),
+        eos_token_id=2,
+    )  # fmt: skip
+    return Qwen25VLConfig(
+        encoder=tower, decoder=text, image_token_id=5, video_token_id=6,
+        vision_start_token_id=3, vision_end_token_id=4,
+    )  # fmt: skip
+
+
+def _fixed_size(cfg: Qwen25VLConfig, size: int) -> Qwen25VLConfig:
+    """Qwen2.5-VL trained with every image resized to size x size px."""
+    return dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, fixed_size=size))
+
+
 def _layer_types(depth: int, full_every: int) -> tuple[str, ...]:
     """Gemma 2 (every 2nd layer full) and Gemma 3 (every 6th) attention patterns."""
     return tuple(
@@ -518,10 +557,16 @@ VLMS = {  # whole-VLM presets by name, for training configs (config.model.vlm)
     "gemma3_27b": lambda: gemma3_vlm("gemma3_27b"),
     "paligemma2_224": lambda: paligemma2(224),
     "paligemma2_448": lambda: paligemma2(448),
+    # Qwen2.5-VL fine-tuned as usual, every image resized to 448 x 448 (256 image tokens)
+    "qwen25vl_3b": lambda: _fixed_size(qwen25_vl_3b(), 448),
+    "qwen25vl_7b": lambda: _fixed_size(qwen25_vl_7b(), 448),
+    "tiny_qwen25vl": lambda: tiny_qwen25_vl(),
 }
 
 
-def whole_vlm(name: str, *, encoder_overrides=None, decoder_overrides=None) -> VLMConfig:
+def whole_vlm(
+    name: str, *, encoder_overrides=None, decoder_overrides=None
+) -> VLMConfig | Qwen25VLConfig:
     """A VLM preset of VLMS with fields of its encoder and decoder replaced."""
     if name not in VLMS:
         raise ValueError(f"unknown VLM preset {name!r}; available: {sorted(VLMS)}")

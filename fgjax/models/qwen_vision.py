@@ -65,6 +65,9 @@ class Qwen25VisionConfig(TransformerConfig):
     fullatt_block_indexes: tuple[int, ...] = (1,)  # blocks attending over the whole image
     out_dim: int = 64  # the merger's output width (the decoder width; HF out_hidden_size)
     rope_theta: float = 10000.0  # base of the axial 2-D RoPE (HF vision rope_parameters)
+    # training: every image resized to fixed_size x fixed_size px (a multiple of patch_size *
+    # spatial_merge_size), one static grid for `run_rows`; None: native resolution only
+    fixed_size: int | None = None
     norm: str = "rmsnorm"
     norm_eps: float = 1e-6
     mlp: str = "gated"
@@ -86,6 +89,13 @@ class Qwen25VisionConfig(TransformerConfig):
         return self.window_size // (self.patch_size * self.spatial_merge_size)
 
     @property
+    def fixed_grid(self) -> tuple[int, int, int]:
+        """(t, h, w) in patches of one image at fixed_size (its processor's image_grid_thw)."""
+        _check(self.fixed_size is not None, "fixed_size is None: the tower has no fixed grid")
+        side = self.fixed_size // self.patch_size
+        return (1, side, side)
+
+    @property
     def patch_dim(self) -> int:
         """Values per patch row of the processor's output."""
         return self.num_channels * self.temporal_patch_size * self.patch_size**2
@@ -103,6 +113,12 @@ class Qwen25VisionConfig(TransformerConfig):
             self.window_size is None or self.window_tokens >= 1,
             f"window_size={self.window_size} is smaller than patch_size * spatial_merge_size "
             f"= {self.patch_size * self.spatial_merge_size}",
+        )
+        unit = self.patch_size * self.spatial_merge_size
+        _check(
+            self.fixed_size is None or (self.fixed_size >= unit and self.fixed_size % unit == 0),
+            f"fixed_size={self.fixed_size} must be a positive multiple of patch_size * "
+            f"spatial_merge_size = {unit}",
         )
         bad = [i for i in self.fullatt_block_indexes if not 0 <= i < self.depth]
         _check(not bad, f"fullatt_block_indexes {bad} are outside the {self.depth} blocks")
@@ -247,6 +263,29 @@ class Qwen25VisionTower(nnx.Module):
         x = pixel_values[plan.order].astype(dtype) @ kernel  # [N, D] in window order
         x = self._blocks(x[None], self._rope(plan.positions), plan)[0]
         return self.merger(x)[plan.restore]
+
+    def run_rows(self, pixel_values: jax.Array, *, stop_gradient: bool = False) -> jax.Array:
+        """Images at the config's fixed_size, one per row: f32[B, N, C*T*P*P] (row b the
+        processor's patches of one image) -> [B, M, E] in the compute dtype, row b that image's
+        merged tokens. Every image has the same window plan, so the blocks run batched with
+        [1, N, N] masks (not one mask over all B * N patches) and the rows shard over the
+        batch axes. stop_gradient: no backward pass into the blocks (a frozen tower under a
+        trained merger)."""
+        cfg = self.cfg
+        plan = window_plan(cfg, (cfg.fixed_grid,))
+        if pixel_values.ndim != 3 or pixel_values.shape[1:] != (len(plan.order), cfg.patch_dim):
+            raise ValueError(
+                f"pixel_values has shape {pixel_values.shape}; images of {cfg.fixed_size} px "
+                f"are [B, {len(plan.order)}, {cfg.patch_dim}]"
+            )
+        dtype = cfg.compute_dtype
+        kernel = self.patch_embed[...].reshape(cfg.patch_dim, cfg.width).astype(dtype)
+        x = pixel_values[:, plan.order].astype(dtype) @ kernel  # [B, N, D] in window order
+        x = self._blocks(x, self._rope(plan.positions), plan)
+        if stop_gradient:
+            x = jax.lax.stop_gradient(x)
+        merged = self.merger(x.reshape(-1, cfg.width))  # merge units never straddle two rows
+        return merged.reshape(x.shape[0], -1, cfg.out_dim)[:, plan.restore]
 
     def _rope(self, positions: np.ndarray) -> tuple[jax.Array, jax.Array]:
         """cos, sin [1, N, H]: the first half of each head rotates with the row, the second

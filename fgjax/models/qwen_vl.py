@@ -25,8 +25,14 @@ budget; the processor's smart_resize then keeps them), put images of one bucket 
 batch (grid_thw = the bucket's grid repeated) and pad prompts to a few fixed lengths; the
 number of compilations is then buckets x prompt lengths.
 
-Axis legend: B batch, T tokens, N patches of all images, M merged image tokens of all
-images, D decoder width.
+Training at one image size (`Qwen25VisionConfig.fixed_size`, e.g. 448 px: a 32 x 32 patch
+grid, 256 merged tokens; fgjax/data/qwen_patches.py makes the patches) takes `images` as
+f32[B, N, C*T*P*P], one image per row (a dummy for text-only rows, never read): the tower runs
+the rows batched (`Qwen25VisionTower.run_rows`), row b's image tokens get row b's merged
+tokens (as fgjax's VLM places them) and the positions are `row_positions`, per row.
+
+Axis legend: B batch, T tokens, N patches of all images (of one image, per row), M merged
+image tokens of all images (of one image, per row), D decoder width.
 """
 
 from __future__ import annotations
@@ -61,6 +67,21 @@ class Qwen25VLConfig:
     vision_start_token_id: int = 252  # <|vision_start|>
     vision_end_token_id: int = 253  # <|vision_end|>
     tokens_per_second: int = 4  # video temporal spacing: kept for export, unused by fgjax
+
+    # what fgjax.data.conversation needs of a model whose prompts it builds (a VLMConfig's
+    # fields), for training at the tower's fixed_size
+    image_layout = "qwen_vl"
+
+    @property
+    def image_boundary_ids(self) -> tuple[int, int]:
+        """<|vision_start|>, <|vision_end|> around each image's tokens."""
+        return (self.vision_start_token_id, self.vision_end_token_id)
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Merged tokens of one image at the tower's fixed_size."""
+        t, h, w = self.encoder.fixed_grid
+        return t * h * w // self.encoder.merge_unit
 
     def validate(self) -> None:
         self.encoder.validate()
@@ -132,6 +153,20 @@ def mrope_positions(
     return positions, (top + 1 - mask.sum(axis=1)).astype(jnp.int32)
 
 
+def row_positions(
+    cfg: Qwen25VLConfig, tokens: jax.Array, input_mask: jax.Array | None = None
+) -> jax.Array:
+    """i32[B, T, 3]: `mrope_positions` of each row on its own, a row holding the tokens of at
+    most one image at the tower's fixed_size (tokens i32[B, T]; input_mask bool[B, T])."""
+    mask = jnp.ones(tokens.shape, bool) if input_mask is None else input_mask
+    grid = (cfg.encoder.fixed_grid,)
+
+    def one(row, real):
+        return mrope_positions(cfg, row[None], grid, real[None])[0][0]
+
+    return jax.vmap(one)(tokens, mask)
+
+
 def place_image_features(is_image: jax.Array, features: jax.Array, fill) -> jax.Array:
     """is_image: bool[B, T] (the image tokens); features: [..., M, D], the batch's merged
     image tokens in order -> [..., B, T, D]: the k-th image token of the batch (row-major)
@@ -174,22 +209,46 @@ class Qwen25VL(nnx.Module):
     def __call__(
         self,
         tokens: jax.Array,
-        images: Qwen25Images | None = None,
+        images: Qwen25Images | jax.Array | None = None,
         *,
         image_features: jax.Array | None = None,
         positions: jax.Array | None = None,
         input_mask: jax.Array | None = None,
+        stop_encoder_gradient: bool = False,
         **decoder_kwargs,
     ) -> DecoderOutput:
         """tokens: i32[B, T] right-padded (input_mask bool[B, T]); images: those of the
         batch (None: text only; also gives the grids when `image_features` [M, D] were
-        computed already). positions default to `mrope_positions` when there are images
+        computed already), or f32[B, N, C*T*P*P], one image per row at the tower's fixed_size
+        (see the module docstring; `stop_encoder_gradient`: no backward pass into the tower's
+        blocks). positions default to `mrope_positions` when there are images
         (the prompt: images go into an empty cache), else to the decoder's (text positions,
         after a cache shifted by its rope delta). Other keyword arguments (attn_mask, cache,
         return_hidden, return_logits) go to `Decoder.__call__`."""
+        if images is not None and not isinstance(images, Qwen25Images):  # one image per row
+            return self._call_rows(
+                tokens, images, positions, input_mask, stop_encoder_gradient, decoder_kwargs
+            )
+        if stop_encoder_gradient:
+            raise ValueError("stop_encoder_gradient takes images per row (f32[B, N, C*T*P*P])")
         embeds = self.embed(tokens, images, image_features=image_features)
         if positions is None and images is not None:
             positions, _ = mrope_positions(self.cfg, tokens, images.grid_thw, input_mask)
+        return self.decoder(
+            embeds=embeds, positions=positions, input_mask=input_mask, **decoder_kwargs
+        )
+
+    def _call_rows(self, tokens, pixels, positions, input_mask, stop_gradient, decoder_kwargs):
+        """`__call__` with one fixed-size image per row (pixels f32[B, N, C*T*P*P])."""
+        feats = self.encoder.run_rows(pixels, stop_gradient=stop_gradient)  # [B, M, D]
+        feats = feats.astype(self.cfg.decoder.compute_dtype)
+        text = self.decoder.embed(tokens)
+        is_image = tokens == self.cfg.image_token_id
+        index = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, feats.shape[1] - 1)
+        picked = jnp.take_along_axis(feats.astype(text.dtype), index[..., None], axis=1)
+        embeds = jnp.where(is_image[..., None], picked, text)
+        if positions is None:
+            positions = row_positions(self.cfg, tokens, input_mask)
         return self.decoder(
             embeds=embeds, positions=positions, input_mask=input_mask, **decoder_kwargs
         )

@@ -17,6 +17,7 @@ from fgjax import models, sharding, trees
 from fgjax.models.config import FusedVitConfig, VLMConfig
 from fgjax.models.contrastive import ContrastiveConfig
 from fgjax.models.partitioning import DEFAULT_RULES, activation_sharding
+from fgjax.models.qwen_vl import Qwen25VLConfig
 from fgjax.train import checks, optim, schema, tasks
 from fgjax.train import inputs as train_inputs
 from fgjax.train.step import TrainState, make_train_step, scan_steps
@@ -70,7 +71,8 @@ class Experiment:
         """The global batch as ShapeDtypeStructs: tokens i32[B, T], loss_mask and input_mask
         bool[B, T], and for a VLM images f32[B, S, S, 3] (a tuple per tower when fused).
         Packed (config.data.packing): segment_ids and positions i32[B, T] too, and images
-        f32[B, M, S, S, 3] with M image slots per row."""
+        f32[B, M, S, S, 3] with M image slots per row. Qwen2.5-VL: images f32[B, N, C*T*P*P],
+        each row's patches at the tower's fixed size."""
         batch, length = int(self.config.batch_size), int(self.config.data.max_length)
         spec = {
             "tokens": jax.ShapeDtypeStruct((batch, length), jnp.int32),
@@ -97,6 +99,10 @@ class Experiment:
                 for t in towers
             )
             spec["images"] = images if isinstance(enc, FusedVitConfig) else images[0]
+        if isinstance(self.model_cfg, Qwen25VLConfig):
+            _, h, w = self.model_cfg.encoder.fixed_grid
+            patches = (batch, h * w, self.model_cfg.encoder.patch_dim)
+            spec["images"] = jax.ShapeDtypeStruct(patches, jnp.float32)
         return jax.tree.map(lambda s: _with_sharding(s, self.batch_sharding), spec)
 
     def lower(self):

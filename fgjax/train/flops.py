@@ -17,6 +17,8 @@ import dataclasses
 
 from fgjax.models.config import FusedVitConfig, TransformerConfig, VitConfig, VLMConfig
 from fgjax.models.projector import input_dim, projector_dims
+from fgjax.models.qwen_vision import Qwen25VisionConfig
+from fgjax.models.qwen_vl import Qwen25VLConfig
 
 # Dense bf16 peak FLOP/s per chip, for MFU. Extend as needed or set config.peak_flops_per_device.
 PEAK_FLOPS = {
@@ -96,6 +98,41 @@ def vlm_train_flops(
     return StepFlops(
         encoder=images * enc_mult * encoder_feature_flops(cfg.encoder),
         projector=images * proj_mult * projector,
+        decoder=batch * dec_mult * decoder_forward_flops(cfg.decoder, seq_len),
+    )
+
+
+def qwen25_vision_flops(cfg: Qwen25VisionConfig) -> tuple[float, float]:
+    """Forward FLOPs of one image at the tower's fixed_size: (patch embedding and blocks, the
+    merger). Windowed blocks attend within their window (window_size**2 / patch_size**2
+    patches, border windows counted whole), the full-attention ones over the image."""
+    _, h, w = cfg.fixed_grid
+    patches = h * w
+    side = cfg.window_tokens
+    window = patches if side is None else min(patches, (side * cfg.spatial_merge_size) ** 2)
+    full = cfg.depth if side is None else len(cfg.fullatt_block_indexes)
+    per_block = patches / cfg.depth  # stack_flops_per_token counts every block
+    blocks = per_block * (
+        full * stack_flops_per_token(cfg, patches)
+        + (cfg.depth - full) * stack_flops_per_token(cfg, window)
+    )
+    merged = cfg.width * cfg.merge_unit
+    merger = 2 * (patches // cfg.merge_unit) * (merged * merged + merged * cfg.out_dim)
+    return 2 * patches * cfg.patch_dim * cfg.width + blocks, merger
+
+
+def qwen25_vl_train_flops(
+    cfg: Qwen25VLConfig, batch: int, seq_len: int, trainable: dict[str, bool]
+) -> StepFlops:
+    """As `vlm_train_flops`, one fixed-size image per row; the merger is the projector."""
+    tower, merger = qwen25_vision_flops(cfg.encoder)
+    enc_mult = 3 if trainable.get("encoder") else 1
+    proj_mult = 3 if trainable.get("projector") else (2 if trainable.get("encoder") else 1)
+    upstream = trainable.get("encoder") or trainable.get("projector")
+    dec_mult = 3 if trainable.get("decoder") else (2 if upstream else 1)
+    return StepFlops(
+        encoder=batch * enc_mult * tower,
+        projector=batch * proj_mult * merger,
         decoder=batch * dec_mult * decoder_forward_flops(cfg.decoder, seq_len),
     )
 

@@ -12,7 +12,8 @@ config.data:
 Records are {"image": u8[H, W, 3] | None, "conversations": [...]} (LLaVA turns) or
 {"text": str} (plain text, for language-model training). Examples are
 tokens i32[T], loss_mask bool[T], input_mask bool[T] and, for a VLM, images f32[S, S, 3]
-(a tuple per tower for a fused encoder; zeros for text-only rows, never read). Packed, the
+(a tuple per tower for a fused encoder; zeros for text-only rows, never read; Qwen2.5-VL's
+patch rows f32[N, C * T * P * P] at its fixed size, fgjax/data/qwen_patches.py). Packed, the
 transform leaves them unpadded (images f32[n, S, S, 3], n = 0 or 1) and grain packs them into
 rows (fgjax/data/packing.py: Packing).
 """
@@ -25,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 
 from fgjax.data import images as image_ops
-from fgjax.data import pipeline
+from fgjax.data import pipeline, qwen_patches
 from fgjax.data.conversation import ConversationEncoder, SampleError
 from fgjax.data.folder_source import FolderSource
 from fgjax.data.llava_json import LlavaJsonSource
@@ -35,6 +36,7 @@ from fgjax.data.specimens_source import SpecimensSource
 from fgjax.data.templates import get_template
 from fgjax.data.tokenizer import Tokenizer
 from fgjax.models.config import DecoderConfig, FusedVitConfig, VLMConfig
+from fgjax.models.qwen_vl import Qwen25VLConfig
 
 # name -> function(spec) returning a random-access source of records
 SOURCES: dict[str, Callable] = {
@@ -175,6 +177,10 @@ class ConversationTransform(SkippingTransform):
         return np.asarray(ids, np.int32), mask
 
     def _image(self, image):
+        if isinstance(self.preprocess, qwen_patches.PatchConfig):  # never packed (packing_of)
+            if image is None:
+                return np.zeros(self.preprocess.shape, np.float32)
+            return qwen_patches.preprocess(image, self.preprocess)
         configs = self.preprocess if isinstance(self.preprocess, tuple) else (self.preprocess,)
         if image is None:
             arrays = tuple(np.zeros((c.size, c.size, 3), np.float32) for c in configs)
@@ -227,6 +233,12 @@ def make_transform(config, model_cfg, tokenizer: Tokenizer):
         )
         preprocess = tuple(preprocess) if isinstance(preprocess, (list, tuple)) else preprocess
         return ConversationTransform(encoder, max_length, pad_id, preprocess, packed)
+    if isinstance(model_cfg, Qwen25VLConfig):  # patch rows at the tower's fixed size
+        encoder = ConversationEncoder.for_model(
+            tokenizer, template, model_cfg, max_length=max_length
+        )
+        patches = qwen_patches.patch_config_for(model_cfg.encoder, data_cfg.get("preprocess"))
+        return ConversationTransform(encoder, max_length, pad_id, patches, packed)
     if isinstance(model_cfg, DecoderConfig):  # text only: images never occur
         encoder = ConversationEncoder(
             tokenizer, template, num_image_tokens=1, max_length=max_length
@@ -243,6 +255,11 @@ def packing_of(config, model_cfg, pad_id: int = 0) -> Packing | None:
     if not spec.get("enabled"):
         return None
     where = "config.data.packing"
+    if isinstance(model_cfg, Qwen25VLConfig):
+        raise ValueError(
+            f"{where}.enabled: packed Qwen2.5-VL rows are not supported (its M-RoPE positions "
+            "are computed per row, not per packed sample); set it to False"
+        )
     if not isinstance(model_cfg, (VLMConfig, DecoderConfig)):
         raise ValueError(
             f"{where}.enabled packs next-token rows (tasks vlm and lm); set it to False for "

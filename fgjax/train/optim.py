@@ -22,8 +22,8 @@ from fgjax.trees import flatten, unflatten
 Groups = Sequence[tuple[str, str]]
 
 VLM_GROUPS: Groups = (
-    ("encoder", r"^encoder/"),
-    ("projector", r"^projector/"),
+    ("encoder", r"^encoder/(?!merger/)"),
+    ("projector", r"^(projector|encoder/merger)/"),  # Qwen2.5-VL's patch merger projects
     ("decoder", r"^decoder/"),
 )
 

@@ -26,8 +26,8 @@ FIELDS: dict[str, Field] = {
     "trainable": F(None, "{group: bool}, instead of a stage"),
     "model": group(
         "the model to build",
-        vlm=F(None, "a whole-VLM preset (presets.VLMS: gemma3_4b, gemma3_12b, paligemma2_224, ...) "
-              "instead of encoder + projector + decoder"),
+        vlm=F(None, "a whole-VLM preset (presets.VLMS: gemma3_12b, paligemma2_224, qwen25vl_7b, "
+              "...) instead of encoder + projector + decoder"),
         encoder=F(None, "vision tower preset (fgjax/models/presets.py)"),
         decoder=F(None, "LLM preset"),
         projector=F("mlp2x_gelu", "projector kind"),

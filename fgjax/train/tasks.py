@@ -18,6 +18,7 @@ from fgjax.models import presets
 from fgjax.models.config import DecoderConfig, VLMConfig
 from fgjax.models.contrastive import ContrastiveConfig, TextTowerConfig, sigmoid_loss
 from fgjax.models.layers import at_least_float32
+from fgjax.models.qwen_vl import Qwen25VLConfig
 from fgjax.models.vlm import prefix_before_targets
 from fgjax.train import flops
 from fgjax.train.optim import VLM_GROUPS
@@ -109,16 +110,22 @@ def runtime_fields(model_cfg) -> dict:
 class VlmTask:
     groups = VLM_GROUPS
 
-    def model_config(self, config) -> VLMConfig:
+    def model_config(self, config) -> VLMConfig | Qwen25VLConfig:
         m = config.model
         common = {**runtime_fields(m), "scan_layers": m.get("scan_layers", True)}
-        if m.get("vlm"):  # a whole family's VLM (Gemma 3, PaliGemma) as published
+        if m.get("vlm"):  # a whole family's VLM (Gemma 3, PaliGemma, Qwen2.5-VL) as published
             cfg = presets.whole_vlm(
                 m.vlm,
                 encoder_overrides={**common, **dict(m.get("encoder_overrides", {}))},
                 decoder_overrides={**common, **dict(m.get("decoder_overrides", {}))},
             )
             cfg.validate()
+            if isinstance(cfg, Qwen25VLConfig) and cfg.encoder.fixed_size is None:
+                raise ValueError(
+                    f"config.model.vlm={m.vlm!r} trains at one image size (a static patch "
+                    "grid): set config.model.encoder_overrides = {'fixed_size': 448} (px, a "
+                    "multiple of 28)"
+                )
             return cfg
         cfg = presets.vlm(
             m.encoder,
@@ -154,8 +161,11 @@ class VlmTask:
         return loss
 
     def step_flops(
-        self, cfg: VLMConfig, batch: int, seq_len: int, trainable: dict, images_per_row: int = 1
-    ) -> float:
+        self, cfg: VLMConfig | Qwen25VLConfig, batch: int, seq_len: int, trainable: dict,
+        images_per_row: int = 1,
+    ) -> float:  # fmt: skip
+        if isinstance(cfg, Qwen25VLConfig):
+            return flops.qwen25_vl_train_flops(cfg, batch, seq_len, trainable).total
         return flops.vlm_train_flops(cfg, batch, seq_len, trainable, images_per_row).total
 
 

@@ -1,5 +1,5 @@
-"""The Gemma 3 and PaliGemma prompt layouts: fgjax's span-by-span token ids equal what
-transformers' tokenizer gives for the strings those models' processors build, and the
+"""The Gemma 3, PaliGemma and Qwen2.5-VL prompt layouts: fgjax's span-by-span token ids equal
+what transformers' tokenizer gives for the strings those models' processors build, and the
 encoders check their image-token ids against the model config."""
 
 import dataclasses
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import transformers
 
-from fgjax.data.conversation import GEMMA3_IMAGE_TOKENS, ConversationEncoder
+from fgjax.data.conversation import GEMMA3_IMAGE_TOKENS, QWEN_VL_IMAGE_TOKENS, ConversationEncoder
 from fgjax.data.tokenizer_train import tiny_tokenizer
 from fgjax.models import presets
 
@@ -71,3 +71,49 @@ def test_paligemma_layout_is_paligemmas_processor(tok, tmp_path):
     assert np.array_equal(sample.tokens[: len(prompt)], prompt)
     assert tok.decode(sample.tokens[sample.loss_mask]) == "A small red bird.</s>"
     assert not sample.loss_mask[: len(prompt)].any()
+
+
+# Qwen/Qwen2.5-VL-7B-Instruct's chat_template, as published (images and text only)
+QWEN25_VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n"
+    "You are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}"
+    "{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_qwen_vl_layout_is_qwen25_vls_chat_template_expanded_by_its_processor(tok, tmp_path):
+    """Qwen2.5-VL's chat template writes <|vision_start|><|image_pad|><|vision_end|> before
+    the turn's text; Qwen2_5_VLProcessor repeats <|image_pad|> once per merged image token.
+    fgjax's ChatML prompt and training sample are that string's ids (the sample without the
+    template's "\\n" after the last <|im_end|>, which no loss reads); only the reply and its
+    <|im_end|> train."""
+    tok.add_special_tokens(list(QWEN_VL_IMAGE_TOKENS))
+    encoder = ConversationEncoder(tok, "chatml", num_image_tokens=N, image_layout="qwen_vl")
+    question = [{"from": "human", "value": "<image>\nWhat is in the photo?"}]
+    tok.save(str(tmp_path))
+    hf = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    messages = [{"role": "user", "content": [{"type": "image"},
+                                             {"type": "text", "text": "What is in the photo?"}]}]  # fmt: skip
+
+    def hf_ids(messages, **kwargs):
+        text = hf.apply_chat_template(
+            messages, chat_template=QWEN25_VL_CHAT_TEMPLATE, tokenize=False, **kwargs
+        )
+        expanded = text.replace("<|image_pad|>", "<|image_pad|>" * N)
+        return hf(expanded, add_special_tokens=False).input_ids
+
+    prompt = encoder.encode_prompt(question, has_image=True)
+    assert prompt.tolist() == hf_ids(messages, add_generation_prompt=True)
+    assert encoder.image_token_id == tok.token_to_id("<|image_pad|>")
+    sample = encoder.encode([*question, ANSWER], has_image=True)
+    reply = {"role": "assistant", "content": [{"type": "text", "text": ANSWER["value"]}]}
+    assert sample.tokens.tolist() + tok.encode_continuation("\n") == hf_ids([*messages, reply])
+    assert tok.decode(sample.tokens[sample.loss_mask]) == "A small red bird.<|im_end|>"

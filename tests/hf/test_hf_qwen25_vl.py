@@ -5,7 +5,7 @@ between <|vision_start|> and <|vision_end|>, text before, between and after. Che
 M-RoPE positions (get_rope_index), the logits of one row with two images and of a
 right-padded batch, greedy decoding through the KV cache (transformers' rope_deltas) with
 fgjax.evaluate's greedy_generate, its shared-prefix scoring, the export back to
-transformers, and the real 7B size.
+transformers, and the real 7B and 3B sizes.
 Negative controls: 1-D positions instead of M-RoPE, and decoding without the rope delta."""
 
 import hf_testing as ht
@@ -291,17 +291,32 @@ QWEN25_VL_7B = dict(
 )  # fmt: skip
 
 
-def test_qwen25_vl_7b_size_and_preset():
-    """At Qwen2.5-VL-7B's size, from shapes only: the published config reads as the preset,
-    whose parameter count equals transformers' (8,292,166,656)."""
-    hf = tf.Qwen2_5_VLConfig(**QWEN25_VL_7B)
+# Qwen/Qwen2.5-VL-3B-Instruct's: a narrower decoder with tied embeddings, the same tower
+QWEN25_VL_3B = {
+    **QWEN25_VL_7B, "hidden_size": 2048, "intermediate_size": 11008, "max_window_layers": 70,
+    "num_attention_heads": 16, "num_hidden_layers": 36, "num_key_value_heads": 2,
+    "tie_word_embeddings": True, "vocab_size": 151936,
+    "vision_config": {**QWEN25_VL_7B["vision_config"], "out_hidden_size": 2048},
+}  # fmt: skip
+SIZES_AND_PRESETS = {
+    "7b": (QWEN25_VL_7B, presets.qwen25_vl_7b, 8_292_166_656),
+    "3b": (QWEN25_VL_3B, presets.qwen25_vl_3b, 3_754_622_976),
+}
+
+
+@pytest.mark.parametrize("size", list(SIZES_AND_PRESETS))
+def test_qwen25_vl_real_sizes_and_presets(size):
+    """At Qwen2.5-VL-7B's and -3B's sizes, from shapes only: the published config reads as the
+    preset, whose parameter count equals transformers'."""
+    published, preset_fn, count = SIZES_AND_PRESETS[size]
+    hf = tf.Qwen2_5_VLConfig(**published)
     with torch.device("meta"):
         model = tf.Qwen2_5_VLForConditionalGeneration(hf)
     expected = sum(p.numel() for p in model.parameters())
-    _, cfg = configs.from_hf(QWEN25_VL_7B)
-    preset = presets.qwen25_vl_7b()
+    _, cfg = configs.from_hf(published)
+    preset = preset_fn()
     assert cfg == preset
-    assert param_count(preset) == expected == 8_292_166_656
+    assert param_count(preset) == expected == count
     assert (hf.text_config.rope_parameters["mrope_section"], hf.text_config.hidden_size) == (
         list(preset.decoder.rope.mrope_section), preset.decoder.width,
     )  # fmt: skip
