@@ -23,6 +23,7 @@ from fgjax import sharding
 from fgjax.data import images as image_ops
 from fgjax.data import pipeline
 from fgjax.data.conversation import ConversationEncoder
+from fgjax.evaluate import image_inputs
 from fgjax.evaluate.datasets import describe_image, read_image
 from fgjax.evaluate.prompts import Prompter, pad_prompts
 from fgjax.models.partitioning import DEFAULT_RULES, activation_sharding
@@ -80,8 +81,8 @@ class DatasetRunner:
     """Sharded passes over image datasets: `run(dataset, compute, prompts)`.
 
     preprocess: the image preprocessing (a PreprocessConfig, or a tuple of them for a fused
-    encoder); batch_size: the global batch, a multiple of the data-parallel size and of the
-    process count.
+    encoder), or a function image -> the example's f32 array (image_inputs.py); batch_size:
+    the global batch, a multiple of the data-parallel size and of the process count.
     """
 
     def __init__(
@@ -126,7 +127,9 @@ class DatasetRunner:
             example = {"index": np.int32(index), "label": np.int32(record["label"])}
             if with_images:
                 try:
-                    arrays = image_ops.preprocess(read_image(record["image"]), self.preprocess)
+                    image = read_image(record["image"])
+                    arrays = (self.preprocess(image) if callable(self.preprocess)
+                              else image_ops.preprocess(image, self.preprocess))  # fmt: skip
                 except Exception as error:
                     raise ValueError(
                         f"evaluation example {record.get('id')!r}: cannot read its image "
@@ -197,7 +200,9 @@ class Evaluator(DatasetRunner):
     """A VLM placed on the mesh once, with its prompt encoder and image preprocessing.
 
     model: an fgjax VLM (parameters on any device; placed here by their logical axes);
-    preprocess_mode: image mode, None for the tower's default; other arguments as DatasetRunner.
+    preprocess_mode: image mode, None for the tower's default; image_size: the side images
+    are brought to for an any-resolution model (image_inputs.py); other arguments as
+    DatasetRunner.
     """
 
     def __init__(
@@ -206,19 +211,24 @@ class Evaluator(DatasetRunner):
         encoder: ConversationEncoder,
         *,
         preprocess_mode: str | None = None,
+        image_size: int | None = None,
         **runner_kwargs,
     ):
-        super().__init__(
-            image_ops.preprocess_config_for(model.cfg.encoder, mode=preprocess_mode),
-            **runner_kwargs,
+        self.image_input = image_inputs.for_model(
+            model.cfg, mode=preprocess_mode, image_size=image_size
         )
-        encoder.check_model(model.cfg)
+        super().__init__(self.image_input.preprocess, **runner_kwargs)
+        encoder.check_model(self.image_input)
         self.cfg = model.cfg
         self.graphdef, self.state = place_model(model, self.mesh, self.rules)
         self.prompter = Prompter(encoder)
         # protocols that score the same continuations after the same prompt (the likelihood
         # ranking and the cloze multiple choice) share one pass: key -> scores
         self.memo: dict = {}
+
+    def images(self, batch: Batch):
+        """The model's image input from a batch (image_inputs.py)."""
+        return self.image_input.to_model(super().images(batch))
 
     def call(self, fn, *args, **kwargs):
         """Runs a jitted inference function on this model with activation sharding active."""

@@ -20,9 +20,11 @@ from flax import nnx
 from fgjax import hf, models, native, rundir, sharding
 from fgjax.data.templates import TEMPLATES, Template, get_template
 from fgjax.data.tokenizer import Tokenizer, load_tokenizer, tokenizer_for
+from fgjax.hf import io as hf_io
 from fgjax.models.config import VLMConfig
 from fgjax.models.contrastive import ContrastiveConfig
 from fgjax.models.partitioning import DEFAULT_RULES
+from fgjax.models.qwen_vl import Qwen25VLConfig
 
 KEEP = object()  # "keep the template's own system message"
 
@@ -37,10 +39,12 @@ class Loaded:
     recorded: dict = dataclasses.field(default_factory=dict)  # the run's data config
 
 
-def _load_weights(source: str, mesh=None, rules=DEFAULT_RULES, dual_encoder: bool = False):
+def _load_weights(source: str, mesh=None, rules=DEFAULT_RULES, dual_encoder: bool = False,
+                  image_size: int | None = None):  # fmt: skip
     """(model, cfg, recorded data config) of a source. With a mesh, an fgjax export is
     restored straight onto it (each parameter placed by its logical axes; needed with several
-    processes). dual_encoder: an HF CLIPModel / SiglipModel as a whole ContrastiveModel."""
+    processes). dual_encoder: an HF CLIPModel / SiglipModel as a whole ContrastiveModel.
+    image_size: the fixed_size given to an HF Qwen-VL's tower (evaluated at one size)."""
     kind, _, path = source.partition(":")
     if kind == "run":
         target = rundir.run_export(path)
@@ -50,9 +54,19 @@ def _load_weights(source: str, mesh=None, rules=DEFAULT_RULES, dual_encoder: boo
         model = nnx.merge(graphdef, native.load_params(target, cfg, shardings))
         return model, cfg, rundir.read_config(path.partition("@")[0]).get("data", {})
     if kind == "hf":
-        model, cfg = hf.load(str(path), dual_encoder=dual_encoder)
+        overrides = {}
+        if image_size is not None and _has_fixed_size(str(path)):
+            overrides["fixed_size"] = image_size
+        model, cfg = hf.load(str(path), dual_encoder=dual_encoder, **overrides)
         return model, cfg, {"tokenizer": str(path)}
     raise ValueError(f"model source {source!r} must start with 'run:' or 'hf:'")
+
+
+def _has_fixed_size(path: str) -> bool:
+    """Whether the HF VLM in `path` is a Qwen2.5-VL or Qwen3-VL, whose tower takes the
+    evaluation's one image size as its fixed_size (an HF checkpoint has none)."""
+    _, cfg = hf.from_hf(hf_io.read_config(path))
+    return isinstance(cfg, Qwen25VLConfig)
 
 
 def _tokenizer(path: str | None, source: str, roles=None) -> Tokenizer:
@@ -65,11 +79,13 @@ def _tokenizer(path: str | None, source: str, roles=None) -> Tokenizer:
 
 
 def load_vlm(source: str, *, tokenizer: str | None = None, template: str | None = None,
-             system=KEEP, mesh=None, rules=DEFAULT_RULES) -> Loaded:  # fmt: skip
+             system=KEEP, mesh=None, rules=DEFAULT_RULES, image_size: int | None = None,
+             ) -> Loaded:  # fmt: skip
     """A VLM with its tokenizer (image token added if missing) and chat template; `system`
-    replaces the template's system message (None: none); `mesh`: restore onto it."""
-    model, cfg, data = _load_weights(source, mesh, rules)
-    if not isinstance(cfg, VLMConfig):
+    replaces the template's system message (None: none); `mesh`: restore onto it;
+    `image_size`: the image side of an HF Qwen-VL (evaluate/image_inputs.py)."""
+    model, cfg, data = _load_weights(source, mesh, rules, image_size=image_size)
+    if not isinstance(cfg, (VLMConfig, Qwen25VLConfig)):
         raise ValueError(f"{source} holds a {type(cfg).__name__}, not a VLM")
     name = template or data.get("template")
     if not name:

@@ -7,7 +7,9 @@ config (see configs/eval/ for complete files):
   model      "run:DIR" | "hf:DIR" (loading.py); tokenizer, template: override the recorded
              ones; system: replaces the template's system message when present
   batch_size global images per step; mesh {"data": -1}; preprocess: image mode or None;
-             prompt_bucket: prompts are padded to a multiple of it (few compiled shapes)
+             prompt_bucket: prompts are padded to a multiple of it (few compiled shapes);
+             image_size: variable-resolution VLMs (LLaVA-NeXT, OneVision, Qwen2.5-VL) see
+             every image at this one side (image_inputs.py)
   datasets   dataset specs (datasets.py): names or dicts; a dict's "protocols" list limits
              the protocols run on that dataset (e.g. ["probe"])
   protocols  {name: options}, by the registry (protocols.py): likelihood, multiple_choice,
@@ -37,7 +39,7 @@ from clu import metric_writers
 from fgjax import distributed, rundir, sharding, storage
 from fgjax.console import setup_python_logging
 from fgjax.data.conversation import ConversationEncoder
-from fgjax.evaluate import datasets, loading, prompts, protocols, report, schema
+from fgjax.evaluate import datasets, image_inputs, loading, prompts, protocols, report, schema
 from fgjax.evaluate.evaluator import Evaluator, process0
 
 
@@ -92,16 +94,18 @@ def evaluate(config, workdir: str) -> dict:
 
     system = config.system if "system" in config else loading.KEEP
     mesh = sharding.make_mesh(dict(config.get("mesh") or {"data": -1}))
+    image_size = config.get("image_size")
     loaded = loading.load_vlm(
         config.model, tokenizer=config.get("tokenizer"), template=config.get("template"),
-        system=system, mesh=mesh,
+        system=system, mesh=mesh, image_size=image_size,
     )  # fmt: skip
-    encoder = ConversationEncoder.for_model(loaded.tokenizer, loaded.template, loaded.cfg)
     with config.unlocked():
         config.preprocess = preprocess_mode(config, loaded.recorded)
+    images = image_inputs.for_model(loaded.cfg, mode=config.preprocess, image_size=image_size)
+    encoder = ConversationEncoder.for_model(loaded.tokenizer, loaded.template, images)
     evaluator = Evaluator(
         loaded.model, encoder, batch_size=int(config.get("batch_size", 8)), mesh=mesh,
-        preprocess_mode=config.preprocess,
+        preprocess_mode=config.preprocess, image_size=image_size,
         prompt_bucket=int(config.get("prompt_bucket", 32)),
     )  # fmt: skip
     tuned = tuned_prompt(loaded.recorded)

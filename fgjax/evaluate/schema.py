@@ -26,8 +26,14 @@ FIELDS: dict[str, Field] = {
     "system": F(ABSENT, "replaces the template's system message (None: none); absent: keep"),
     "batch_size": F(8, "global images per step"),
     "mesh": F({"data": -1}, "{axis: size} of the device mesh"),
-    "preprocess": F(ABSENT, "image preprocessing mode (None: the tower's default); absent: the run's"),
+    "preprocess": F(
+        ABSENT, "image preprocessing mode (None: the tower's default); absent: the run's"
+    ),
     "prompt_bucket": F(32, "prompts padded to a multiple of it (few compiled shapes)"),
+    "image_size": F(
+        None,
+        "LLaVA-NeXT, OneVision, Qwen2.5-VL: the one side images are brought to (image_inputs.py)",
+    ),
     "datasets": F([], "dataset specs (datasets.py): names or dicts"),
     "protocols": F({}, "{protocol: options} (protocols.py)"),
     "negatives": F({}, "the multiple-choice miner: {'miner': 'taxonomy'} or {'model', ...}"),
