@@ -1,5 +1,5 @@
-"""Instruction tuning of a published VLM of another family (Gemma 3, PaliGemma 2, Qwen2.5-VL)
-on the LLaVA-1.5 665K mix, as configs/llava15.py's stage 2 does for LLaVA.
+"""Instruction tuning of a published VLM of another family (Gemma 3, PaliGemma 2, Qwen2.5-VL,
+InternVL 3) on the LLaVA-1.5 665K mix, as configs/llava15.py's stage 2 does for LLaVA.
 
     python -m fgjax.main --config=configs/finetune_vlm.py:vlm=gemma3_12b --workdir=gs://b/runs/g3
     python -m fgjax.fit --config=configs/finetune_vlm.py:vlm=gemma3_12b --topology=v5p-32
@@ -7,7 +7,7 @@ on the LLaVA-1.5 665K mix, as configs/llava15.py's stage 2 does for LLaVA.
 
 Arguments (defaults in brackets):
   vlm          gemma3_4b | gemma3_12b | gemma3_27b | paligemma2_224 | paligemma2_448 |
-               qwen25vl_3b | qwen25vl_7b                                              [gemma3_4b]
+               qwen25vl_3b | qwen25vl_7b | internvl3_1b | internvl3_8b                [gemma3_4b]
   models       directory of HF checkpoints, one sub-directory per model (HF_NAMES)  [~/models]
   data         directory holding llava_v1_5_mix665k.json and its image folders  [~/data/llava]
   steps, batch override the number of steps (0 = one epoch) and the global batch   [0, 0]
@@ -19,6 +19,9 @@ the family's own prompt format, lr 2e-5, batch 128, one epoch, AdamW without wei
 warmup then cosine, clipping 1.0, 2048 tokens, bf16 compute with fp32 master weights, remat.
 Qwen2.5-VL trains at one image size (448 x 448: 256 image tokens; the tower frozen, its patch
 merger trained as the projector), in ChatML with its <|vision_start|> ... <|vision_end|> images.
+InternVL 3 trains with each image one 448 px tile (squashed, as InternVLProcessor with
+max_patches=1: 256 image tokens between <img> and </img>), in ChatML without a system message
+(its published chat template).
 """
 
 import ml_collections
@@ -33,8 +36,15 @@ HF_NAMES = {
     "paligemma2_448": "paligemma2-3b-pt-448",
     "qwen25vl_3b": "Qwen2.5-VL-3B-Instruct",
     "qwen25vl_7b": "Qwen2.5-VL-7B-Instruct",
+    "internvl3_1b": "InternVL3-1B-hf",
+    "internvl3_8b": "InternVL3-8B-hf",
 }
-FAMILY_TEMPLATES = (("paligemma", "paligemma"), ("qwen", "chatml"), ("gemma", "gemma"))
+FAMILY_TEMPLATES = (
+    ("paligemma", "paligemma"),
+    ("qwen", "chatml"),
+    ("gemma", "gemma"),
+    ("internvl", "chatml"),
+)
 TEMPLATES = {
     name: next(template for family, template in FAMILY_TEMPLATES if name.startswith(family))
     for name in HF_NAMES
@@ -65,6 +75,8 @@ def get_config(arg=None):
         template=TEMPLATES[a.vlm],
         max_length=2048,
     )  # fmt: skip
+    if a.vlm.startswith("internvl"):
+        c.data["system"] = None  # InternVL's chat template has none
     if a.loss_tokens:
         c.loss_tokens_per_row = a.loss_tokens
     c.batch_size = a.batch or 128

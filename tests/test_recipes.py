@@ -64,10 +64,11 @@ def test_loss_tokens_puts_the_lm_head_at_the_loss_positions_only():
 
 
 # as transformers counts them (tests/hf/test_hf_gemma3_vlm.py, test_hf_paligemma.py,
-# test_hf_qwen25_vl.py)
+# test_hf_qwen25_vl.py, test_hf_internvl.py)
 VLM_PARAMS = {"gemma3_4b": 4_300_079_472, "gemma3_12b": 12_187_325_040,
               "paligemma2_224": 3_032_242_416, "qwen25vl_3b": 3_754_622_976,
-              "qwen25vl_7b": 8_292_166_656}  # fmt: skip
+              "qwen25vl_7b": 8_292_166_656, "internvl3_1b": 938_193_024,
+              "internvl3_8b": 7_944_373_760}  # fmt: skip
 
 
 @pytest.mark.parametrize("vlm", list(FINETUNE_VLM.HF_NAMES))

@@ -18,7 +18,11 @@ The image placeholder `<image>` becomes `num_image_tokens` copies of the image-t
 - "before_bos" (PaliGemma): first, before BOS, the placeholder removed from the text;
 - "qwen_vl" (Qwen2.5-VL): inline as its chat template writes an image and its processor
   expands `<|image_pad|>`: `<|vision_start|>`, N x `<|image_pad|>` (the image id),
-  `<|vision_end|>`, then the turn's text with the placeholder removed.
+  `<|vision_end|>`, then the turn's text with the placeholder removed;
+- "internvl" (InternVL): inline as its published chat template writes an image
+  (`<IMG_CONTEXT>\\n` before the text) and InternVLProcessor expands `<IMG_CONTEXT>`:
+  `<img>`, N x `<IMG_CONTEXT>` (the image id; N = the image's tiles x the tokens per tile),
+  `</img>`, "\\n", then the turn's text with the placeholder removed.
 
 Problems with one sample raise `SampleError`; data pipelines skip and count those.
 """
@@ -35,11 +39,25 @@ from fgjax.models.config import VLMConfig
 from fgjax.models.qwen_vl import Qwen25VLConfig
 
 HUMAN_ROLES, GPT_ROLES = ("human", "user"), ("gpt", "assistant")
-LAYOUTS = ("inline", "after_bos", "gemma3", "before_bos", "qwen_vl")
-# Gemma 3's and Qwen2.5-VL's image tokens: begin, the image id (repeated), end
+LAYOUTS = ("inline", "after_bos", "gemma3", "before_bos", "qwen_vl", "internvl")
+# Gemma 3's, Qwen2.5-VL's and InternVL's image tokens: begin, the image id (repeated), end
 GEMMA3_IMAGE_TOKENS = ("<start_of_image>", "<image_soft_token>", "<end_of_image>")
 QWEN_VL_IMAGE_TOKENS = ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>")
-BOUNDED_LAYOUTS = {"gemma3": GEMMA3_IMAGE_TOKENS, "qwen_vl": QWEN_VL_IMAGE_TOKENS}
+INTERNVL_IMAGE_TOKENS = ("<img>", "<IMG_CONTEXT>", "</img>")
+BOUNDED_LAYOUTS = {
+    "gemma3": GEMMA3_IMAGE_TOKENS,
+    "qwen_vl": QWEN_VL_IMAGE_TOKENS,
+    "internvl": INTERNVL_IMAGE_TOKENS,
+}
+# the layouts whose model configs name the begin and end ids (InternVL's tokenizer does)
+MODEL_BOUNDARIES = ("gemma3", "qwen_vl")
+
+
+def needs_image_token(image_layout: str) -> bool:
+    """Whether a VLM's tokenizer needs LLaVA's `<image>` added (`tokenizer_for(image_token=...)`):
+    not for the layouts with their own image tokens, whose prompts hold `<image>` only as text
+    (InternVL 3's vocabulary is exactly its tokenizer's: one more id would not fit)."""
+    return image_layout not in BOUNDED_LAYOUTS
 
 
 class SampleError(ValueError):
@@ -142,7 +160,7 @@ class ConversationEncoder:
             )
         if model_cfg.image_layout != self.image_layout:
             problems.append(f"image_layout {model_cfg.image_layout} != {self.image_layout}")
-        if self.image_layout in BOUNDED_LAYOUTS:
+        if self.image_layout in MODEL_BOUNDARIES:
             names = BOUNDED_LAYOUTS[self.image_layout]
             begin, _, end = (self._token_ids[t] for t in names)
             if model_cfg.image_boundary_ids != (begin, end):
@@ -168,7 +186,8 @@ class ConversationEncoder:
             ids["eos"] = _require(
                 tok.eos_id, f"{name} ends replies with EOS but {tok!r} has none{how}"
             )
-        # Gemma 3's and Qwen2.5-VL's image tokens are their own; the placeholder is only text
+        # Gemma 3's, Qwen2.5-VL's and InternVL's image tokens are their own; the placeholder
+        # is only text there
         image_tokens = BOUNDED_LAYOUTS.get(self.image_layout, (self.image_token,))
         for token in (*template.special_tokens, *image_tokens):  # end: one of these or eos
             token_id = tok.token_to_id(token)
@@ -301,6 +320,9 @@ class ConversationEncoder:
                 elif self.image_layout == "qwen_vl":
                     begin, _, end = QWEN_VL_IMAGE_TOKENS
                     content = [Token(begin), Image(), Token(end), *([Text(rest)] if rest else [])]
+                elif self.image_layout == "internvl":  # its template's "\n" even without text
+                    begin, _, end = INTERNVL_IMAGE_TOKENS
+                    content = [Token(begin), Image(), Token(end), Text("\n" + rest)]
                 else:
                     content = [Image(), *([Text("\n" + rest)] if rest else [])]
             pieces += template.user(index, content, system)

@@ -16,9 +16,17 @@ hold for each image.
       with mean = std = 0.5, as its processor); images Qwen25Images(f32[B * N, C*T*P*P],
       grid_thw ((1, S / P, S / P),) * B); cfg.num_image_tokens per image, between
       <|vision_start|> and <|vision_end|>.
+  tiled (VLMConfig with image_layout "internvl": InternVL): every image first brought to
+      `image_size` x `image_size` (`mode`, "resize_naive" by default), then tiled as
+      InternVLProcessor's GotOcr2 image processor tiles it (fgjax.data.internvl, its default
+      1 to 12 tiles): a square gives a k x k grid of tiles plus the thumbnail (k = 1: the one
+      tile alone), so every image has the same tiles; images f32[B, n, T, T, 3], n tiles x
+      cfg.num_image_tokens per image between <img> and </img>.
 
 `image_size` None: twice the tile side for any resolution (a 2 x 2 grid: 672 px for
-LLaVA-NeXT, 768 for OneVision); a Qwen-VL needs one unless its tower has a fixed_size.
+LLaVA-NeXT, 768 for OneVision) and for InternVL (896 px: 2 x 2 tiles and the thumbnail, 5
+tiles, 1280 image tokens; image_size 448 gives one tile, 256 tokens); a Qwen-VL needs one
+unless its tower has a fixed_size.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from fgjax.data import anyres, qwen_patches
+from fgjax.data import anyres, internvl, qwen_patches
 from fgjax.data import images as image_ops
 from fgjax.models.config import DecoderConfig, VLMConfig
 from fgjax.models.llava_next import AnyresImages, LlavaNextConfig
@@ -59,16 +67,18 @@ def _unchanged(images):
 
 def for_model(cfg, *, mode: str | None = None, image_size: int | None = None) -> ImageInput:
     """The image input of a model config; `mode`: the image preprocessing mode (None: the
-    tower's default); `image_size`: any-resolution models only (see the module docstring)."""
+    tower's default); `image_size`: variable-resolution models only (the module docstring)."""
     if isinstance(cfg, LlavaNextConfig):
         return _any_resolution(cfg, mode, image_size)
     if isinstance(cfg, Qwen25VLConfig):
         return _native_resolution(cfg, mode, image_size)
+    if isinstance(cfg, VLMConfig) and cfg.image_layout == "internvl":
+        return _tiled(cfg, mode, image_size)
     if image_size is not None:
         raise ValueError(
             f"image_size={image_size}: a {type(cfg).__name__} takes images at its tower's own "
             "size; image_size is for variable-resolution models (LLaVA-NeXT, OneVision, "
-            "Qwen2.5-VL): remove it from the evaluation config"
+            "Qwen2.5-VL, InternVL): remove it from the evaluation config"
         )
     if not isinstance(cfg, VLMConfig):
         raise ValueError(f"cannot evaluate a {type(cfg).__name__}: not a VLM")
@@ -117,4 +127,20 @@ def _native_resolution(cfg: Qwen25VLConfig, mode, image_size) -> ImageInput:
     return ImageInput(
         lambda image: qwen_patches.preprocess(image, patches), to_model, cfg.image_token_id,
         cfg.num_image_tokens, cfg.image_layout, cfg.image_boundary_ids, cfg.decoder,
+    )  # fmt: skip
+
+
+def _tiled(cfg: VLMConfig, mode, image_size) -> ImageInput:
+    tiles = internvl.tile_config(cfg)
+    side = image_size or 2 * tiles.size
+    first = dataclasses.replace(tiles, size=side, mode=mode or "resize_naive", resize_size=None)
+    count = internvl.num_tiles(side, side, tiles.size)
+
+    def preprocess(image) -> np.ndarray:  # f32[count, T, T, 3]
+        square = image_ops.apply_geometry(image_ops.to_rgb_image(image), first)
+        return internvl.tile_image(square, cfg, preprocess=tiles)
+
+    return ImageInput(
+        preprocess, _unchanged, cfg.image_token_id, count * cfg.num_image_tokens,
+        cfg.image_layout, cfg.image_boundary_ids, cfg.decoder,
     )  # fmt: skip

@@ -18,6 +18,7 @@ from typing import Any
 from flax import nnx
 
 from fgjax import hf, models, native, rundir, sharding
+from fgjax.data.conversation import needs_image_token
 from fgjax.data.templates import TEMPLATES, Template, get_template
 from fgjax.data.tokenizer import Tokenizer, load_tokenizer, tokenizer_for
 from fgjax.hf import io as hf_io
@@ -69,21 +70,22 @@ def _has_fixed_size(path: str) -> bool:
     return isinstance(cfg, Qwen25VLConfig)
 
 
-def _tokenizer(path: str | None, source: str, roles=None) -> Tokenizer:
+def _tokenizer(path: str | None, source: str, roles=None, image_token: bool = True) -> Tokenizer:
     if not path:
         raise ValueError(
             f"no tokenizer known for {source}: set config.tokenizer to a tokenizer.json, a "
             "sentencepiece model or a directory holding one"
         )
-    return tokenizer_for(path, image_token=True, roles=roles)
+    return tokenizer_for(path, image_token=image_token, roles=roles)
 
 
 def load_vlm(source: str, *, tokenizer: str | None = None, template: str | None = None,
              system=KEEP, mesh=None, rules=DEFAULT_RULES, image_size: int | None = None,
              ) -> Loaded:  # fmt: skip
-    """A VLM with its tokenizer (image token added if missing) and chat template; `system`
-    replaces the template's system message (None: none); `mesh`: restore onto it;
-    `image_size`: the image side of an HF Qwen-VL (evaluate/image_inputs.py)."""
+    """A VLM with its tokenizer (LLaVA's <image> added if missing, for the layouts that use
+    it: conversation.needs_image_token) and chat template; `system` replaces the template's
+    system message (None: none); `mesh`: restore onto it; `image_size`: the image side of an
+    HF Qwen-VL or InternVL (evaluate/image_inputs.py)."""
     model, cfg, data = _load_weights(source, mesh, rules, image_size=image_size)
     if not isinstance(cfg, (VLMConfig, Qwen25VLConfig)):
         raise ValueError(f"{source} holds a {type(cfg).__name__}, not a VLM")
@@ -96,7 +98,9 @@ def load_vlm(source: str, *, tokenizer: str | None = None, template: str | None 
     if system is not KEEP:
         chosen = chosen.with_system(system)
     roles = None if tokenizer else data.get("tokenizer_roles")  # the run's, for the run's file
-    loaded_tokenizer = _tokenizer(tokenizer or data.get("tokenizer"), source, roles)
+    loaded_tokenizer = _tokenizer(
+        tokenizer or data.get("tokenizer"), source, roles, needs_image_token(cfg.image_layout)
+    )
     return Loaded(model, cfg, loaded_tokenizer, chosen, source, dict(data))
 
 

@@ -8,8 +8,8 @@ config (see configs/eval/ for complete files):
              ones; system: replaces the template's system message when present
   batch_size global images per step; mesh {"data": -1}; preprocess: image mode or None;
              prompt_bucket: prompts are padded to a multiple of it (few compiled shapes);
-             image_size: variable-resolution VLMs (LLaVA-NeXT, OneVision, Qwen2.5-VL) see
-             every image at this one side (image_inputs.py)
+             image_size: variable-resolution VLMs (LLaVA-NeXT, OneVision, Qwen2.5-VL,
+             InternVL) see every image at this one side (image_inputs.py)
   datasets   dataset specs (datasets.py): names or dicts; a dict's "protocols" list limits
              the protocols run on that dataset (e.g. ["probe"])
   protocols  {name: options}, by the registry (protocols.py): likelihood, multiple_choice,

@@ -32,7 +32,8 @@ FIELDS: dict[str, Field] = {
     "prompt_bucket": F(32, "prompts padded to a multiple of it (few compiled shapes)"),
     "image_size": F(
         None,
-        "LLaVA-NeXT, OneVision, Qwen2.5-VL: the one side images are brought to (image_inputs.py)",
+        "LLaVA-NeXT, OneVision, Qwen-VL, InternVL: the one side images are brought to "
+        "(image_inputs.py)",
     ),
     "datasets": F([], "dataset specs (datasets.py): names or dicts"),
     "protocols": F({}, "{protocol: options} (protocols.py)"),

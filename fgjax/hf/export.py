@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from fgjax import native, storage
-from fgjax.data.conversation import ConversationEncoder
+from fgjax.data.conversation import ConversationEncoder, needs_image_token
 from fgjax.data.tokenizer import tokenizer_for
 from fgjax.hf import config_export, processor_files, writer
 from fgjax.hf.configs import UnsupportedModelError
@@ -125,7 +125,8 @@ def _tokenizer_and_template(run: Run, tokenizer_path: str | None):
     cfg = run.model_cfg
     is_vlm = isinstance(cfg, (VLMConfig, Qwen25VLConfig))
     roles = data.get("tokenizer_roles")
-    tokenizer = tokenizer_for(path, image_token=is_vlm, roles=roles)  # the trainer's own set-up
+    image_token = is_vlm and needs_image_token(cfg.image_layout)  # the trainer's own set-up
+    tokenizer = tokenizer_for(path, image_token=image_token, roles=roles)
     template = data.get("template")
     if template is not None:
         if is_vlm:  # raises if the tokenizer's <image> id or vocabulary disagree with the model

@@ -388,9 +388,9 @@ class VLMConfig:
     the text has `<image>`, LLaVA/HF), "after_bos" (Prismatic), "gemma3" (inline, wrapped as
     Gemma 3's processor does: "\n\n", `image_boundary_ids[0]`, the image tokens,
     `image_boundary_ids[1]`, "\n\n"), "before_bos" (PaliGemma: image tokens, BOS, text) or
-    "internvl" (inline, `<img>`, the image tokens of every tile, `</img>`: InternVLProcessor's
-    expansion, whose boundary tokens the tokenizer names; fgjax's conversation encoder does
-    not build it yet, fgjax/data/internvl.py tiles the images).
+    "internvl" (inline, `<img>`, the image tokens of every tile, `</img>`, "\n":
+    InternVLProcessor's expansion, whose boundary tokens the tokenizer names; the prompt
+    holds tiles x num_image_tokens image tokens, fgjax/data/internvl.py tiles the images).
     The model itself always scatters features into the positions holding `image_token_id`.
 
     `image_attention` is how the decoder attends, built by `VLM.__call__` from the tokens so

@@ -561,6 +561,11 @@ VLMS = {  # whole-VLM presets by name, for training configs (config.model.vlm)
     "qwen25vl_3b": lambda: _fixed_size(qwen25_vl_3b(), 448),
     "qwen25vl_7b": lambda: _fixed_size(qwen25_vl_7b(), 448),
     "tiny_qwen25vl": lambda: tiny_qwen25_vl(),
+    # InternVL 3 fine-tuned with each image one 448 px tile (squashed, as InternVLProcessor with
+    # max_patches=1): 256 image tokens between <img> and </img>
+    "internvl3_1b": lambda: internvl3("1b"),
+    "internvl3_8b": lambda: internvl3("8b"),
+    "tiny_internvl": lambda: tiny_internvl(),
 }
 
 
@@ -631,5 +636,25 @@ def internvl3(size: str = "1b", **decoder_overrides) -> VLMConfig:
         projector=ProjectorConfig("pixel_shuffle", 2, True, tokens=256, norm_eps=1e-5),
         decoder=text,
         image_token_id=151667,
+        image_layout="internvl",
+    )
+
+
+def tiny_internvl() -> VLMConfig:
+    """A tiny InternVL for tests: 32 px tiles of 8 x 8 patches of 4 px, pixel-shuffled to 16
+    tokens, a Qwen2 decoder whose vocabulary is exactly its tokenizer's 320 ids (as InternVL
+    3's 151674: no room for an added <image>). Its special tokens are the lowest ids
+    (<|endoftext|> 0, <|im_start|> 1, <|im_end|> 2 = EOS, <img> 3, </img> 4, <IMG_CONTEXT> 5),
+    as `tokenizer_train.train_bpe` places the special tokens it is given."""
+    tower = internvit_300m(width=32, depth=2, num_heads=4, mlp_dim=64, image_size=32, patch_size=4)
+    text = _qwen2(
+        vocab_size=320, width=64, depth=2, num_heads=4, num_kv_heads=2, mlp_dim=128,
+        max_positions=512, eos_token_id=2,
+    )  # fmt: skip
+    return VLMConfig(
+        encoder=tower,
+        projector=ProjectorConfig("pixel_shuffle", 2, True, tokens=16, norm_eps=1e-5),
+        decoder=text,
+        image_token_id=5,
         image_layout="internvl",
     )

@@ -24,6 +24,7 @@ import numpy as np
 from fgjax import distributed, native, rundir, storage, trees
 from fgjax.console import setup_python_logging
 from fgjax.data import pipeline
+from fgjax.data.conversation import needs_image_token
 from fgjax.data.tokenizer import tokenizer_for
 from fgjax.models import presets
 from fgjax.models.partitioning import activation_sharding
@@ -52,8 +53,12 @@ def train(config, workdir: str, evaluators: Sequence[EvaluatorFactory] = ()) -> 
     is_vlm = task_name == "vlm"
 
     # ---------------------------------------------------------------- tokenizer, config checks, mesh
+    whole_vlm = config.model.get("vlm") if is_vlm else None  # its own image tokens or <image>
+    image_token = is_vlm and (
+        not whole_vlm or needs_image_token(presets.whole_vlm(whole_vlm).image_layout)
+    )
     tokenizer = tokenizer_for(
-        config.data.tokenizer, image_token=is_vlm, roles=config.data.tokenizer_roles
+        config.data.tokenizer, image_token=image_token, roles=config.data.tokenizer_roles
     )
     if is_vlm and config.model.get("image_token_id") is None:
         config.model.image_token_id = tokenizer.token_to_id("<image>")

@@ -1,4 +1,4 @@
-"""The Gemma 3, PaliGemma and Qwen2.5-VL prompt layouts: fgjax's span-by-span token ids equal
+"""The Gemma 3, PaliGemma, Qwen2.5-VL and InternVL prompt layouts: fgjax's span-by-span token ids equal
 what transformers' tokenizer gives for the strings those models' processors build, and the
 encoders check their image-token ids against the model config."""
 
@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import transformers
 
-from fgjax.data.conversation import GEMMA3_IMAGE_TOKENS, QWEN_VL_IMAGE_TOKENS, ConversationEncoder
+from fgjax.data.conversation import (
+    GEMMA3_IMAGE_TOKENS,
+    INTERNVL_IMAGE_TOKENS,
+    QWEN_VL_IMAGE_TOKENS,
+    ConversationEncoder,
+)
+from fgjax.data.templates import get_template
 from fgjax.data.tokenizer_train import tiny_tokenizer
 from fgjax.models import presets
 
@@ -117,3 +123,59 @@ def test_qwen_vl_layout_is_qwen25_vls_chat_template_expanded_by_its_processor(to
     reply = {"role": "assistant", "content": [{"type": "text", "text": ANSWER["value"]}]}
     assert sample.tokens.tolist() + tok.encode_continuation("\n") == hf_ids([*messages, reply])
     assert tok.decode(sample.tokens[sample.loss_mask]) == "A small red bird.<|im_end|>"
+
+
+# OpenGVLab/InternVL3-1B-hf's chat_template, as published (images and text)
+INTERNVL_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] %}{% if content['type'] == 'image' %}"
+    "{{ '<IMG_CONTEXT>\n' }}{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{{'<|im_end|>\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("text", ["What is in the photo?", ""])
+def test_internvl_layout_is_internvls_chat_template_expanded_by_its_processor(tok, tmp_path, text):
+    """InternVL's chat template writes <IMG_CONTEXT>\\n before the turn's text (also when there
+    is none); InternVLProcessor replaces <IMG_CONTEXT> by <img>, tiles x N <IMG_CONTEXT>,
+    </img>. fgjax's ChatML prompt without a system message and its training sample are that
+    string's ids; only the reply and its <|im_end|> train. The model config does not name
+    <img> and </img> (the tokenizer does): for_model checks the image id and count only."""
+    tok.add_special_tokens(list(INTERNVL_IMAGE_TOKENS))
+    tiles = 3
+    template = get_template("chatml").with_system(None)
+    encoder = ConversationEncoder(
+        tok, template, num_image_tokens=tiles * N, image_layout="internvl"
+    )
+    question = [{"from": "human", "value": f"<image>\n{text}"}]
+    tok.save(str(tmp_path))
+    hf = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    content = [{"type": "image"}, *([{"type": "text", "text": text}] if text else [])]
+    messages = [{"role": "user", "content": content}]
+
+    def hf_ids(messages, **kwargs):
+        rendered = hf.apply_chat_template(
+            messages, chat_template=INTERNVL_CHAT_TEMPLATE, tokenize=False, **kwargs
+        )
+        expanded = rendered.replace(
+            "<IMG_CONTEXT>", "<img>" + "<IMG_CONTEXT>" * tiles * N + "</img>"
+        )
+        return hf(expanded, add_special_tokens=False).input_ids
+
+    prompt = encoder.encode_prompt(question, has_image=True)
+    assert prompt.tolist() == hf_ids(messages, add_generation_prompt=True)
+    assert encoder.image_token_id == tok.token_to_id("<IMG_CONTEXT>")
+    sample = encoder.encode([*question, ANSWER], has_image=True)
+    reply = {"role": "assistant", "content": [{"type": "text", "text": ANSWER["value"]}]}
+    assert sample.tokens.tolist() + tok.encode_continuation("\n") == hf_ids([*messages, reply])
+    assert tok.decode(sample.tokens[sample.loss_mask]) == "A small red bird.<|im_end|>"
+    cfg = presets.tiny_internvl()
+    cfg = dataclasses.replace(
+        cfg, image_token_id=tok.token_to_id("<IMG_CONTEXT>"),
+        decoder=dataclasses.replace(cfg.decoder, vocab_size=tok.vocab_size),
+    )  # fmt: skip
+    ConversationEncoder.for_model(tok, template, cfg)  # one tile: N tokens
+    with pytest.raises(ValueError, match="image tokens"):
+        encoder.check_model(cfg)  # three tiles' tokens in the prompt, one tile's in the model

@@ -26,8 +26,10 @@ Variable-resolution families (LLaVA-NeXT, OneVision, Qwen2.5-VL, Qwen3-VL) are e
 one image size (the evaluation's image_size, fgjax/evaluate/image_inputs.py); their reference
 gets the photographs resized to it. OneVision's directory carries its own code's chat format
 (ChatML), not llava-hf's published template, which no fgjax template reproduces
-(LLAVA_ONEVISION). InternVL is not here: fgjax's prompt encoder does not build its image
-layout yet (fgjax/models/config.py, VLMConfig).
+(LLAVA_ONEVISION). InternVL is evaluated at one size too: each 64 x 64 image tiled by
+InternVLProcessor's GotOcr2ImageProcessorPil (crop_to_patches, its default 1 to 12 tiles) as
+2 x 2 tiles of 32 px and the thumbnail, 5 tiles of 16 tokens between <img> and </img>, in
+the published ChatML template without a system message.
 
 Adding a family is one entry of FAMILIES: a builder of its model and processor and the
 fgjax template of its chat format.
@@ -44,6 +46,7 @@ import hf_testing as ht
 import numpy as np
 import pytest
 import test_hf_gemma3_vlm
+import test_hf_internvl
 import test_hf_llava_next
 import test_hf_paligemma
 import test_hf_qwen3_vl
@@ -122,6 +125,13 @@ QWEN3_VL = (  # Qwen/Qwen3-VL-8B-Instruct, less its tool-calling branches (unuse
     "{%- elif message.role == 'assistant' %}{{- '<|im_start|>' + message.role + '\n' + content + '<|im_end|>\n' }}{%- endif %}{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
 )  # fmt: skip
+INTERNVL = (  # OpenGVLab/InternVL3-1B-hf (transformers' convert_internvl_weights_to_hf.py)
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}{{ '<IMG_CONTEXT>\n' }}{% elif content['type'] == 'video' %}{{ '<video>\n' }}"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}{{'<|im_end|>\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<|im_start|>assistant\n' }}{% endif %}"
+)  # fmt: skip
 GEMMA_3 = (  # google/gemma-3-4b-it
     "{{ bos_token }}\n"
     "{%- if messages[0]['role'] == 'system' -%}\n"
@@ -193,11 +203,13 @@ def llama_tokenizer(directory):
     return tok
 
 
-def qwen2_tokenizer(specials):
-    """Qwen2's format (byte-level BPE, no BOS) with `specials` added as special tokens."""
+def qwen2_tokenizer(specials, named=None):
+    """Qwen2's format (byte-level BPE, no BOS) with `specials` added as special tokens;
+    `named`: special tokens the processor reads as tokenizer attributes."""
     trained = json.loads(tt.train_bpe(CORPUS, 400, bos_token=None, eos_token="<|endoftext|>")
                          ._native.to_str())["model"]  # fmt: skip
-    tok = tf.Qwen2Tokenizer(vocab=trained["vocab"], merges=[tuple(m) for m in trained["merges"]])
+    tok = tf.Qwen2Tokenizer(vocab=trained["vocab"], merges=[tuple(m) for m in trained["merges"]],
+                            extra_special_tokens=named or {})  # fmt: skip
     tok.add_special_tokens({"additional_special_tokens": list(specials)})
     return tok
 
@@ -332,6 +344,27 @@ def gemma3(directory):
     return tf.Gemma3ForConditionalGeneration(config), processor
 
 
+INTERNVL_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>",
+                   "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}  # fmt: skip
+
+
+def internvl(directory):
+    tok = qwen2_tokenizer(["<|im_start|>", "<|im_end|>", *INTERNVL_TOKENS.values()],
+                          named=INTERNVL_TOKENS)  # fmt: skip
+    config = test_hf_internvl.hf_config("internvl3")
+    config.text_config.vocab_size = len(tok) + 8
+    config.image_token_id = tok.convert_tokens_to_ids("<IMG_CONTEXT>")
+    images = tf.GotOcr2ImageProcessorPil(
+        size={"height": test_hf_internvl.TILE, "width": test_hf_internvl.TILE},
+        crop_to_patches=True, **test_hf_internvl.IMAGENET,
+    )  # fmt: skip
+    processor = test_hf_internvl.InternVLImageProcessor(
+        image_processor=images, tokenizer=tok, chat_template=INTERNVL,
+        image_seq_length=test_hf_internvl.TOKENS_PER_TILE,
+    )  # fmt: skip
+    return tf.InternVLForConditionalGeneration(config), processor
+
+
 def paligemma(version):
     def build(directory):
         tok = gemma_tokenizer(directory)
@@ -358,6 +391,7 @@ FAMILIES = {
     "gemma3": Family(gemma3, "gemma"),
     "paligemma1": Family(paligemma("paligemma1"), "paligemma", suffix=True),
     "paligemma2": Family(paligemma("paligemma2"), "paligemma", suffix=True),
+    "internvl": Family(internvl, "chatml", system=None, size=64),
 }
 
 
@@ -442,6 +476,7 @@ def model_inputs(processor, images, texts, suffixes=None) -> dict:
     processor.tokenizer.padding_side = "right"
     kwargs = {"suffix": suffixes} if suffixes is not None else {}
     out = processor(images=images, text=texts, return_tensors="pt", padding=True,
+                    padding_side="right",  # InternVLProcessor's default is left
                     add_special_tokens=not (bos and texts[0].startswith(bos)), **kwargs)  # fmt: skip
     return {k: v for k, v in out.items() if k != "labels"}
 
