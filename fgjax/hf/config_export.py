@@ -205,7 +205,18 @@ def qwen25_vl_to_hf(cfg: Qwen25VLConfig) -> dict:
         del text[key]  # Qwen2.5-VL's attention takes head_dim = width / heads
     enc = cfg.encoder
     vision = {
-        "model_type": "qwen2_5_vl",
+        **_qwen_vision_to_hf(enc, "qwen2_5_vl"),
+        "window_size": enc.window_size,
+        "fullatt_block_indexes": list(enc.fullatt_block_indexes),
+        "tokens_per_second": cfg.tokens_per_second,
+    }
+    return _qwen_vl_to_hf(cfg, "Qwen2_5_VLForConditionalGeneration", "qwen2_5_vl", text, vision)
+
+
+def _qwen_vision_to_hf(enc, model_type: str) -> dict:
+    """The vision_config fields Qwen2.5-VL's and Qwen3-VL's towers share."""
+    return {
+        "model_type": model_type,
         "depth": enc.depth,
         "hidden_size": enc.width,
         "num_heads": enc.num_heads,
@@ -215,15 +226,16 @@ def qwen25_vl_to_hf(cfg: Qwen25VLConfig) -> dict:
         "temporal_patch_size": enc.temporal_patch_size,
         "in_channels": enc.num_channels,
         "spatial_merge_size": enc.spatial_merge_size,
-        "window_size": enc.window_size,
-        "fullatt_block_indexes": list(enc.fullatt_block_indexes),
         "out_hidden_size": enc.out_dim,
-        "tokens_per_second": cfg.tokens_per_second,
         "rope_parameters": {"rope_type": "axial", "rope_theta": enc.rope_theta},
     }
+
+
+def _qwen_vl_to_hf(cfg, architecture: str, model_type: str, text: dict, vision: dict) -> dict:
+    """The top level of a Qwen2.5-VL / Qwen3-VL config.json."""
     return {
-        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
-        "model_type": "qwen2_5_vl",
+        "architectures": [architecture],
+        "model_type": model_type,
         "text_config": text,
         "vision_config": vision,
         "image_token_id": cfg.image_token_id,
@@ -251,33 +263,11 @@ def qwen3_vl_to_hf(cfg: Qwen3VLConfig) -> dict:
         del text[key]
     enc = cfg.encoder
     vision = {
-        "model_type": "qwen3_vl_vision",
-        "depth": enc.depth,
-        "hidden_size": enc.width,
-        "num_heads": enc.num_heads,
-        "intermediate_size": enc.mlp_dim,
-        "hidden_act": _HF_ACTS[enc.act],
-        "patch_size": enc.patch_size,
-        "temporal_patch_size": enc.temporal_patch_size,
-        "in_channels": enc.num_channels,
-        "spatial_merge_size": enc.spatial_merge_size,
-        "out_hidden_size": enc.out_dim,
+        **_qwen_vision_to_hf(enc, "qwen3_vl_vision"),
         "num_position_embeddings": enc.num_position_embeddings,
         "deepstack_visual_indexes": list(enc.deepstack_indexes),
-        "rope_parameters": {"rope_type": "axial", "rope_theta": enc.rope_theta},
     }
-    return {
-        "architectures": ["Qwen3VLForConditionalGeneration"],
-        "model_type": "qwen3_vl",
-        "text_config": text,
-        "vision_config": vision,
-        "image_token_id": cfg.image_token_id,
-        "video_token_id": cfg.video_token_id,
-        "vision_start_token_id": cfg.vision_start_token_id,
-        "vision_end_token_id": cfg.vision_end_token_id,
-        "tie_word_embeddings": cfg.decoder.tie_embeddings,
-        "torch_dtype": cfg.decoder.param_dtype,
-    }
+    return _qwen_vl_to_hf(cfg, "Qwen3VLForConditionalGeneration", "qwen3_vl", text, vision)
 
 
 def _vlm_parts(cfg: VLMConfig, decoder: DecoderConfig) -> dict:

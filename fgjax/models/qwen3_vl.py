@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from fgjax.models.config import DecoderConfig, RopeConfig, _check, register_config_type
-from fgjax.models.decoder import Decoder, DecoderOutput
+from fgjax.models.decoder import DecoderOutput
 from fgjax.models.layers import at_least_float32, param
 from fgjax.models.qwen_vision import (
     PatchMerger,
@@ -201,18 +201,8 @@ class Qwen3VL(Qwen25VL):
     """Qwen3-VL: tower -> merged tokens at the image-token positions -> interleaved-M-RoPE
     Qwen3 decoder, the DeepStack features added after its first blocks."""
 
-    def __init__(self, cfg: Qwen3VLConfig, *, rngs: nnx.Rngs):
-        # not Qwen25VL.__init__, which builds the Qwen2.5-VL tower
-        cfg.validate()
-        self.cfg = cfg
-        self.encoder = Qwen3VLVisionTower(cfg.encoder, rngs=rngs)
-        self.decoder = Decoder(cfg.decoder, rngs=rngs)
-
-    def image_features(self, images: Qwen25Images) -> jax.Array:
-        """[1 + K, M, D] in the decoder's compute dtype: every image's merged tokens
-        (concatenated), then the K DeepStack features of the same tokens."""
-        feats = self.encoder(images.pixel_values, images.grid_thw)
-        return feats.astype(self.cfg.decoder.compute_dtype)
+    tower = Qwen3VLVisionTower  # image_features: [1 + K, M, D], the merged tokens of every
+    # image (concatenated), then the K DeepStack features of the same tokens
 
     def embed(
         self, tokens: jax.Array, images: Qwen25Images | None = None, *,

@@ -182,10 +182,12 @@ def place_image_features(is_image: jax.Array, features: jax.Array, fill) -> jax.
 class Qwen25VL(nnx.Module):
     """Qwen2.5-VL: tower -> merged tokens at the image-token positions -> M-RoPE decoder."""
 
+    tower = Qwen25VisionTower  # the vision tower's class (Qwen3-VL has its own)
+
     def __init__(self, cfg: Qwen25VLConfig, *, rngs: nnx.Rngs):
         cfg.validate()
         self.cfg = cfg
-        self.encoder = Qwen25VisionTower(cfg.encoder, rngs=rngs)
+        self.encoder = self.tower(cfg.encoder, rngs=rngs)
         self.decoder = Decoder(cfg.decoder, rngs=rngs)
 
     def image_features(self, images: Qwen25Images) -> jax.Array:

@@ -150,3 +150,52 @@ def assert_same_export(expected_workdir: Path, workdir: Path) -> None:
     assert expected.keys() == got.keys()
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def first_batches(config, image_token: bool, count: int = 2) -> list[dict]:
+    """The trainer's first `count` batches (numpy), rebuilt by the same pipeline from `config`
+    (with its tokenizer, `<image>` added or not as the run adds it)."""
+    from fgjax.data import pipeline
+    from fgjax.data.tokenizer import tokenizer_for
+    from fgjax.train import inputs, schema, tasks
+
+    config = schema.resolve(config)
+    model_cfg = tasks.get("vlm").model_config(config)
+    tokenizer = tokenizer_for(config.data.tokenizer, image_token=image_token)
+    ds, _, _ = inputs.train_dataset(config, model_cfg, tokenizer, pipeline.HostShard.current())
+    batches = iter(ds)
+    return [jax.tree.map(np.asarray, next(batches)) for _ in range(count)]
+
+
+def vlm_loss(model, batch: dict) -> float:
+    """The VLM training task's loss (sum / count over the loss tokens) of `model` on a batch,
+    the tower frozen."""
+    from flax import nnx
+
+    from fgjax.train import tasks
+
+    total, count, _ = nnx.jit(tasks.get("vlm").loss_fn({"encoder": False}))(model, batch)
+    return float(total / count)
+
+
+def check_vlm_training(label: str, model, reference_loss, batches, workdir, steps: int):
+    """The training checks of an imported VLM family against transformers: on each batch the
+    task's loss of the imported `model` equals `reference_loss(batch)` (transformers' loss with
+    labels) to 1e-5 relative; the run in `workdir` logged every step once, its step-1 loss
+    equal to batch 1's reference; its exported weights lower batch 1's loss by >= 10%.
+    Returns the reference losses."""
+    references = []
+    for i, batch in enumerate(batches):
+        references.append(reference_loss(batch))
+        ours = vlm_loss(model, batch)
+        err = abs(ours - references[-1]) / references[-1]
+        print(f"[{label} loss] batch {i}: {ours:.7f}, transformers {references[-1]:.7f}: {err:.1e}")
+        assert err <= 1e-5
+    logged = losses(workdir)
+    err = abs(logged[1] - references[0]) / references[0]
+    print(f"[{label} training] logged losses {logged}; step 1 vs transformers {err:.1e}")
+    assert sorted(logged) == list(range(1, steps + 1)) and err <= 1e-5
+    trained = vlm_loss(native.load(Path(workdir) / "params_export")[0], batches[0])
+    print(f"[{label} training] batch 1 after {steps} steps: {trained:.4f}")
+    assert trained < 0.9 * logged[1]
+    return references

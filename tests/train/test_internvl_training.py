@@ -16,26 +16,23 @@ published chat template's, expanded by the processor."""
 
 from __future__ import annotations
 
-import jax
 import ml_collections
 import numpy as np
 import pytest
 import torch
 import transformers as tf
-from flax import nnx
 from PIL import Image
 
 import fgjax.hf
-from fgjax import native
 from fgjax.data import images as image_ops
-from fgjax.data import pipeline, templates
+from fgjax.data import templates
 from fgjax.data.conversation import INTERNVL_IMAGE_TOKENS
 from fgjax.data.tokenizer import tokenizer_for
 from fgjax.data.tokenizer_train import _TINY_CORPUS, train_bpe
 from fgjax.hf import config_export
 from fgjax.models import presets
 from fgjax.train import inputs as train_inputs
-from fgjax.train import schema, tasks, trainer
+from fgjax.train import schema, trainer
 from tests.hf import hf_testing as ht
 from tests.train import helpers
 
@@ -110,19 +107,6 @@ def run(tmp_path_factory, data, tokenizer_dir, hf_model):
     return config, workdir
 
 
-def first_batches(config, count: int = 2) -> list[dict]:
-    """The trainer's first batches (numpy), rebuilt by the same pipeline: the first two hold
-    each row once."""
-    config = schema.resolve(config)
-    model_cfg = tasks.get("vlm").model_config(config)
-    tokenizer = tokenizer_for(config.data.tokenizer, image_token=False)
-    ds, _, _ = train_inputs.train_dataset(
-        config, model_cfg, tokenizer, pipeline.HostShard.current()
-    )
-    batches = iter(ds)
-    return [jax.tree.map(np.asarray, next(batches)) for _ in range(count)]
-
-
 def hf_inputs(batch: dict) -> dict:
     """The batch as transformers takes it: the tiles of the rows that hold an image (NCHW);
     labels at the loss positions (-100 elsewhere: transformers shifts them as fgjax's
@@ -137,34 +121,26 @@ def hf_inputs(batch: dict) -> dict:
     )
 
 
-def fgjax_loss(model, batch: dict) -> float:
-    """The training task's loss (sum / count over the loss tokens) of `model` on a batch."""
-    total, count, _ = nnx.jit(tasks.get("vlm").loss_fn({"encoder": False}))(model, batch)
-    return float(total / count)
-
-
 def test_training_loss_equals_transformers_and_training_lowers_it(run, hf_model):
     """On the first two batches (every row once: with and without an image, one or two
     turns), the task's loss of the imported weights equals transformers' loss with labels,
     and so does the trainer's logged loss of step 1; the exported weights' loss on batch 1 is
     lower."""
     config, workdir = run
-    batches = first_batches(config)
+    batches = helpers.first_batches(config, image_token=False)
     has_image = np.concatenate([(b["tokens"] == PRESET.image_token_id).any(1) for b in batches])
     assert has_image.any() and not has_image.all()
     counts = np.concatenate([(b["tokens"] == PRESET.image_token_id).sum(1) for b in batches])
     assert set(counts.tolist()) == {0, PRESET.num_image_tokens}
     model, _ = fgjax.hf.load(hf_model[1])
-    references = []
-    for i, batch in enumerate(batches):
+
+    def reference_loss(batch):
         with torch.no_grad():
-            references.append(float(hf_model[0](**hf_inputs(batch)).loss))
-        ours = fgjax_loss(model, batch)
-        err = abs(ours - references[-1]) / references[-1]
-        print(
-            f"[internvl loss] batch {i}: {ours:.7f}, transformers {references[-1]:.7f}: {err:.0e}"
-        )
-        assert err <= 1e-5
+            return float(hf_model[0](**hf_inputs(batch)).loss)
+
+    references = helpers.check_vlm_training(
+        "internvl", model, reference_loss, batches, workdir, STEPS
+    )
     # negative control: the tiles matter (transformers' loss without them misses by 4.6e-4)
     blank = hf_inputs(batches[0])
     blank["pixel_values"] = torch.zeros_like(blank["pixel_values"])
@@ -172,13 +148,6 @@ def test_training_loss_equals_transformers_and_training_lowers_it(run, hf_model)
         miss = abs(float(hf_model[0](**blank).loss) - references[0]) / references[0]
     print(f"[internvl loss] batch 0, transformers with zero tiles: {miss:.1e}")
     assert miss > 10 * 1e-5
-    logged = helpers.losses(workdir)
-    err = abs(logged[1] - references[0]) / references[0]
-    print(f"[internvl training] logged losses {logged}; step 1 vs transformers {err:.1e}")
-    assert sorted(logged) == list(range(1, STEPS + 1)) and err <= 1e-5
-    trained = fgjax_loss(native.load(workdir / "params_export")[0], batches[0])
-    print(f"[internvl training] batch 1 after {STEPS} steps: {trained:.4f}")
-    assert trained < 0.9 * logged[1]
 
 
 class InternVLImageProcessor(tf.InternVLProcessor):

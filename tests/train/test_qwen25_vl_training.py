@@ -28,15 +28,14 @@ from PIL import Image
 
 import fgjax.hf
 from fgjax import native, trees
-from fgjax.data import pipeline, qwen_patches, templates
+from fgjax.data import qwen_patches, templates
 from fgjax.data.conversation import QWEN_VL_IMAGE_TOKENS, ConversationEncoder
 from fgjax.data.tokenizer import tokenizer_for
 from fgjax.data.tokenizer_train import train_bpe
 from fgjax.hf import config_export
 from fgjax.hf.export import export_run
 from fgjax.models import presets
-from fgjax.train import experiment, flops, schema, tasks, trainer
-from fgjax.train import inputs as train_inputs
+from fgjax.train import experiment, flops, trainer
 from tests.hf import hf_testing as ht
 from tests.train import helpers
 
@@ -99,19 +98,6 @@ def run(tmp_path_factory, tokenizer_dir, hf_model):
     return config, root / "workdir"
 
 
-def first_batches(config, count: int = 2) -> list[dict]:
-    """The trainer's first batches (numpy), rebuilt by the same pipeline: the first two hold
-    each row once."""
-    config = schema.resolve(config)
-    model_cfg = tasks.get("vlm").model_config(config)
-    tokenizer = tokenizer_for(config.data.tokenizer, image_token=True)
-    ds, _, _ = train_inputs.train_dataset(
-        config, model_cfg, tokenizer, pipeline.HostShard.current()
-    )
-    batches = iter(ds)
-    return [jax.tree.map(np.asarray, next(batches)) for _ in range(count)]
-
-
 def hf_inputs(batch: dict) -> dict:
     """The batch as transformers takes it: the patches of the rows that hold an image,
     concatenated, one (1, 8, 8) grid each; labels at the loss positions (-100 elsewhere:
@@ -135,39 +121,22 @@ def at_training_size(model):
     return nnx.merge(nnx.graphdef(fgjax.models.abstract(PRESET)), nnx.state(model))
 
 
-def fgjax_loss(model, batch: dict) -> float:
-    """The training task's loss (sum / count over the loss tokens) of `model` on a batch."""
-    total, count, _ = nnx.jit(tasks.get("vlm").loss_fn({"encoder": False}))(model, batch)
-    return float(total / count)
-
-
 def test_training_loss_equals_transformers_and_training_lowers_it(run, hf_model):
     """On the first two batches (every row once: with and without an image, one or two
     turns), the task's loss of the imported weights equals transformers' loss with labels,
     and so does the trainer's logged loss of step 1 (the initial weights on batch 1); the
     exported weights' loss on batch 1 is lower."""
     config, workdir = run
-    batches = first_batches(config)
+    batches = helpers.first_batches(config, image_token=True)
     has_image = np.concatenate([(b["tokens"] == PRESET.image_token_id).any(1) for b in batches])
     assert has_image.any() and not has_image.all()
     model = at_training_size(fgjax.hf.load(hf_model[1])[0])
-    references = []
-    for i, batch in enumerate(batches):
+
+    def reference_loss(batch):
         with torch.no_grad():
-            references.append(float(hf_model[0](**hf_inputs(batch)).loss))
-        ours = fgjax_loss(model, batch)
-        err = abs(ours - references[-1]) / references[-1]
-        print(
-            f"[qwen2.5-vl loss] batch {i}: {ours:.7f}, transformers {references[-1]:.7f}: {err:.1e}"
-        )
-        assert err <= 1e-5
-    logged = helpers.losses(workdir)
-    err = abs(logged[1] - references[0]) / references[0]
-    print(f"[qwen2.5-vl training] logged losses {logged}; step 1 vs transformers {err:.1e}")
-    assert sorted(logged) == list(range(1, STEPS + 1)) and err <= 1e-5
-    trained = fgjax_loss(native.load(workdir / "params_export")[0], batches[0])
-    print(f"[qwen2.5-vl training] batch 1 after {STEPS} steps: {trained:.4f}")
-    assert trained < 0.9 * logged[1]
+            return float(hf_model[0](**hf_inputs(batch)).loss)
+
+    helpers.check_vlm_training("qwen2.5-vl", model, reference_loss, batches, workdir, STEPS)
 
 
 def test_finetune_trains_the_merger_and_llm_not_the_tower(run, hf_model):
@@ -208,7 +177,7 @@ def test_export_loads_in_transformers_with_fgjax_logits(run, tmp_path):
     result = export_run(workdir, out, dtype="float32")
     assert result.architecture == "Qwen2_5_VLForConditionalGeneration"
     hf = tf.Qwen2_5_VLForConditionalGeneration.from_pretrained(out).eval()
-    batch = first_batches(config, 1)[0]
+    batch = helpers.first_batches(config, image_token=True, count=1)[0]
     inputs = {k: v for k, v in hf_inputs(batch).items() if k != "labels"}
     with torch.no_grad():
         reference = hf(**inputs).logits.numpy()
