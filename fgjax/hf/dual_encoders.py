@@ -17,7 +17,8 @@ import dataclasses
 import math
 
 from fgjax.hf import configs, keymaps
-from fgjax.hf.keymaps import LINEAR, KeyMap, Reshape, Rule
+from fgjax.hf.keymaps import KeyMap
+from fgjax.hf.transforms import LINEAR, Reshape, Rule
 from fgjax.models.contrastive import ContrastiveConfig, TextTowerConfig
 
 ARCHITECTURES = ("CLIPModel", "SiglipModel")
