@@ -7,6 +7,8 @@
   for libtpu explicitly).
 - A persistent compilation cache shared by the test processes of one machine, so the
   processes of multi-process tests and repeated runs reuse compiled programs.
+- The tests marked `slow` run first: pytest-xdist hands out tests in collection order, and a
+  five-minute test collected last keeps one worker busy while the others sit idle.
 """
 
 import os
@@ -18,3 +20,7 @@ os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "fgjax-test-xla-cache")
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: slow first

@@ -76,6 +76,7 @@ def metrics_steps(workdir) -> list[int]:
     return [json.loads(line)["step"] for line in file.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_a_bucket_run_resumes_bit_identically_exports_and_is_evaluated(
     bucket, datasets, reference, tmp_path
 ):
@@ -141,6 +142,7 @@ def _local_export(workdir, out) -> str:
     return str(out)
 
 
+@pytest.mark.slow
 def test_two_processes_train_into_one_bucket(bucket, datasets, reference, tmp_path):
     workdir = f"{bucket}/runs/two"
     arg = helpers.config_file(tmp_path, config_for(datasets["remote"]))

@@ -46,6 +46,7 @@ def write_folders(root: Path) -> None:
         Image.fromarray(rgb).save(folder / f"{i}.png")
 
 
+@pytest.mark.slow
 def test_own_images_train_evaluate_predict_and_export(tmp_path, monkeypatch):
     write_folders(tmp_path / "data")
     texts = [f"a photo of a {c}." for c in CLASSES] + ["What type of object is in this photo?"]

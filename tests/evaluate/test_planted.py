@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from flax import nnx
 from PIL import Image
 
@@ -126,6 +127,7 @@ CHANCE = {  # upper bounds for the untrained model; deterministic given the seed
 }
 
 
+@pytest.mark.slow
 def test_trained_model_scores_high_and_random_model_near_chance_under_every_protocol(
     tmp_path, monkeypatch
 ):

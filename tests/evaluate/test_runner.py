@@ -23,6 +23,7 @@ ROOT = Path(__file__).parents[2]
 NUM_EXAMPLES = 13  # global batch 8 (4 devices x 2): two batches, three padding rows
 
 
+@pytest.mark.slow
 def test_two_processes_evaluate_each_example_once_like_one_process(tmp_path):
     tok = planted.tokenizer()
     tok.save(str(tmp_path / "tokenizer"))

@@ -54,6 +54,7 @@ def run_until_checkpoint(workdir: Path, timeout: float = 600) -> None:
         process.wait()
 
 
+@pytest.mark.slow
 def test_shortened_study_is_killed_resumed_and_reports(tmp_path):
     workdir = tmp_path / "study"
     run_until_checkpoint(workdir)

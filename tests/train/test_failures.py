@@ -391,6 +391,7 @@ def test_bad_values_fail_before_compiling(data, tmp_path, change, message):
     assert not (tmp_path / "work" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_agree_on_the_checkpoint_they_resume_from(data, tmp_path):
     """A damaged newest checkpoint of a 2-process run: both processes move it aside (one
     does, the other waits), resume from the same step and end bit-identical to the

@@ -312,6 +312,7 @@ def test_a_packed_run_trains_and_logs_its_packing_efficiency(packed_run):
     assert min(efficiency) > 2 * padded and min(per_row) > 2
 
 
+@pytest.mark.slow
 def test_a_killed_packed_run_reruns_bit_identically(packed_run, tmp_path):
     """SIGKILL after step 3 is logged, rerun the same command: the same loss at every step
     and the same final parameters, bit for bit (the packer's state is in the checkpoint)."""

@@ -94,6 +94,7 @@ def mesh_errors(data, tmp_path, *plant: str) -> list[tuple[str, float, float, st
     return errors
 
 
+@pytest.mark.slow
 def test_meshes_match_single_device(data, tmp_path):
     """8 fake CPU devices: 3 steps of full training (float64) on data=8, fsdp=8 and data=2 x
     fsdp=2 x tensor=2 give the single-device loss and parameters within MESH_TOLERANCE."""
@@ -101,6 +102,7 @@ def test_meshes_match_single_device(data, tmp_path):
         assert loss < MESH_TOLERANCE and worst < MESH_TOLERANCE, (mesh, loss, worst, name)
 
 
+@pytest.mark.slow
 def test_mesh_comparison_catches_a_planted_sharding_bug(data, tmp_path):
     """Gradients rounded to float32 on the sharded runs (a reduction in lower precision) move
     every mesh's parameters past the tolerance."""
@@ -122,6 +124,7 @@ def reference_run(data, tmp_path_factory):
     return {"config": arg, "workdir": tmp / "work"}
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_single_process_loss_curve(reference_run, tmp_path):
     workdir = tmp_path / "work"
     status = local.run(helpers.main_command(reference_run["config"], workdir), 2, devices=2, timeout=600)
@@ -132,6 +135,7 @@ def test_two_processes_give_the_single_process_loss_curve(reference_run, tmp_pat
     np.testing.assert_allclose([multi[s] for s in single], list(single.values()), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_sigkill_and_rerun_is_bit_identical(reference_run, tmp_path):
     """Kill the run with SIGKILL after step 3 is logged, rerun the same command: the final
     parameters equal the uninterrupted run's bit for bit."""
@@ -302,6 +306,7 @@ def test_config_errors_come_before_compiling(data):
 STEPS = 100
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_step_stops_cleanly_and_the_rerun_is_bit_identical(data, tmp_path):
     """A preemption notice (SIGTERM) mid-run: the checkpoint of the step reached is written
     whole (not a periodic one), the process ends with status 143 naming that step, and the
@@ -328,6 +333,7 @@ def test_sigterm_saves_the_step_stops_cleanly_and_the_rerun_is_bit_identical(dat
     helpers.assert_same_export(reference, workdir)
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(data, tmp_path):
     """Two processes, the notice to one: JAX's preemption sync service picks one step, both save
     it and stop; the rerun ends with the parameters of an uninterrupted two-process run, bit for
