@@ -1,8 +1,13 @@
 """Training-step throughput of a small VLM on this CPU, fgjax vs transformers' PyTorch
 LlavaForConditionalGeneration (same sizes, same batch, forward + backward + AdamW, encoder frozen,
-projector and LLM trained: the study's `align_llm` stage), and the per-device memory of a
-LLaVA-1.5-7B train step for fsdp=8 vs fsdp=1, from ahead-of-time compilation on 8 fake CPU
-devices (no weights allocated), for `align` and `align_llm`.
+projector and LLM trained: the study's `align_llm` stage), in float32 and in bf16 compute (fgjax
+`model.dtype=bfloat16`, whose products run bf16 x bf16 -> float32 through models/mixed_dot.py;
+torch's bf16 autocast), and the per-device memory of a LLaVA-1.5-7B train step for fsdp=8 vs
+fsdp=1, from ahead-of-time compilation on 8 fake CPU devices (no weights allocated), for
+`align` and `align_llm`.
+
+Before timing, every fgjax variant's first-step loss must equal transformers' float32 one
+(same weights, same batch): to 1e-5 relative in float32, 2e-2 in bf16.
 
     python -m benchmarks.train_step [--part throughput|memory|both]
 """
@@ -49,14 +54,19 @@ def throughput(batch: int, length: int, repeats: int) -> None:
     from fgjax import hf
     from fgjax.train import experiment, optim, trainer
 
+    # name -> (scan_layers, compute dtype)
     layouts = {"scanned layers": True, "unrolled layers": False}
+    variants = {"float32, scanned layers": (True, "float32"),
+                "float32, unrolled layers": (False, "float32"),
+                "bf16, unrolled layers": (False, "bfloat16")}  # fmt: skip
     experiments = {}
-    for layout, scan in layouts.items():
+    for name, (scan, dtype) in variants.items():
         config = small_config(batch, length)
+        config.model.dtype = dtype
         config.model.encoder_overrides["scan_layers"] = scan
         config.model.decoder_overrides["scan_layers"] = scan
-        experiments[layout] = experiment.build(config)
-    exp = experiments["scanned layers"]
+        experiments[name] = experiment.build(config)
+    exp = experiments["float32, scanned layers"]
     cfg = exp.model_cfg
     torch.manual_seed(0)
     reference = LlavaForConditionalGeneration(LlavaConfig(**hf.to_hf(cfg))).train()
@@ -78,7 +88,7 @@ def throughput(batch: int, length: int, repeats: int) -> None:
     batch_np = {"tokens": tokens, "loss_mask": loss_mask, "input_mask": np.ones_like(loss_mask), "images": images}
 
     def jax_runner(exp, params):
-        state, frozen = trainer.fresh_state(exp, params)
+        state, frozen = trainer.fresh_state(exp, jax.tree.map(np.array, params))  # copies: steps donate
         global_batch = jax.device_put(batch_np, exp.batch_sharding)
         holder = {"state": state}
 
@@ -100,30 +110,42 @@ def throughput(batch: int, length: int, repeats: int) -> None:
         labels=labels,
     )
 
-    def run_torch():
-        adam.zero_grad()
-        out = reference(**inputs)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, 1.0)
-        adam.step()
-        return float(out.loss)
+    def torch_runner(bf16: bool):
+        def run_torch():
+            adam.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = reference(**inputs)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(trained, 1.0)
+            adam.step()
+            return float(out.loss)
 
-    t_torch = time_call(run_torch, repeats=repeats)
-    timings = {f"fgjax (jax.jit step, {layout})": time_call(jax_runner(experiments[layout], params[layout]), repeats=repeats)
-               for layout in layouts}  # fmt: skip
-    timings[f"transformers (torch {torch.__version__})"] = t_torch
+        return run_torch
+
+    runners = {f"fgjax (jax.jit step, {name})": jax_runner(experiments[name], params["scanned layers" if scan else "unrolled layers"])
+               for name, (scan, _) in variants.items()}  # fmt: skip
+    first = {name: float(run()) for name, run in runners.items()}  # identical weights: step 1
+    torch_f32, torch_bf16 = (f"transformers (torch {torch.__version__}, {p})" for p in ("float32", "bf16 autocast"))
+    runners[torch_f32], runners[torch_bf16] = torch_runner(False), torch_runner(True)
+    reference_loss = runners[torch_f32]()
+    for name, loss in first.items():
+        tolerance = 2e-2 if "bf16" in name else 1e-5
+        assert abs(loss - reference_loss) <= tolerance * abs(reference_loss), (name, loss, reference_loss)
+    print("first-step losses agree: " + ", ".join(f"{k} {v:.6f}" for k, v in {**first, torch_f32: reference_loss}.items()))
+    timings = {name: time_call(run, repeats=repeats) for name, run in runners.items()}
     tokens_per_step = batch * length
     step_flops = exp.task.step_flops(cfg, batch, length, exp.flags)
     peak = measured_matmul_peak()
     rows = []
     for name, seconds in timings.items():
+        t_torch = timings[torch_bf16 if "bf16" in name else torch_f32]
         rows.append({
             "implementation": name,
             "step_s": seconds,
             "tokens/s": tokens_per_step / seconds,
             "TFLOP/s": step_flops / seconds / 1e12,
-            "MFU_vs_matmul_peak": step_flops / seconds / peak,
-            "speedup": t_torch / seconds,
+            "MFU_vs_f32_matmul_peak": step_flops / seconds / peak,
+            "speedup_vs_torch_same_precision": t_torch / seconds,
         })  # fmt: skip
     counts = optim.count_report(exp.abstract_params, exp.path_groups, exp.flags)
     print(f"align_llm train step, batch {batch} x {length} tokens ({n_img} image tokens), "

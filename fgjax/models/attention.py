@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fgjax.models import mixed_dot
 from fgjax.models.config import RopeConfig
 from fgjax.models.layers import Norm, at_least_float32
 
@@ -240,6 +241,7 @@ class Attention(nnx.Module):
                 kernel_metadata={"out_sharding": axes},
                 bias_metadata={"out_sharding": axes[1:]},
                 rngs=rngs,
+                **mixed_dot.einsum_kwargs(cfg.compute_dtype),
             )
 
         self.q = proj("BTD,DNH->BTNH", (width, n, h), ("embed", "heads", "head_dim"), cfg.qkv_bias)
@@ -261,6 +263,7 @@ class Attention(nnx.Module):
             kernel_metadata={"out_sharding": ("heads", "head_dim", "embed")},
             bias_metadata={"out_sharding": ("embed",)},
             rngs=rngs,
+            **mixed_dot.einsum_kwargs(cfg.compute_dtype),
         )
 
     def __call__(self, x, *, mask=None, rope=None, kv=None, end=None, context=None):
@@ -353,5 +356,6 @@ def dot_product_attention(q, k, v, mask, scale, implementation="reference", soft
     if mask is not None:
         logits = jnp.where(mask[:, None, None, :, :], logits, jnp.finfo(acc).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
+    product = mixed_dot.einsum if mixed_dot.enabled(v.dtype) else jnp.einsum
+    out = product("BKGTS,BSKH->BTKGH", probs, v)
     return out.reshape(batch, length, n, h)

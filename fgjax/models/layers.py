@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fgjax.models import mixed_dot
+
 Axes = tuple[str | None, ...]
 
 
@@ -55,6 +57,7 @@ def dense(rngs, in_dim, out_dim, axes: Axes, *, bias=True, dtype, param_dtype) -
         kernel_metadata={"out_sharding": axes},
         bias_metadata={"out_sharding": axes[-1:]},
         rngs=rngs,
+        **mixed_dot.linear_kwargs(dtype),
     )
 
 
