@@ -348,14 +348,21 @@ def dot_product_attention(q, k, v, mask, scale, implementation="reference", soft
         )  # fmt: skip
     batch, length, n, h = q.shape
     kv_heads = k.shape[2]
-    q = q.reshape(batch, length, kv_heads, n // kv_heads, h)
+    groups = n // kv_heads
+    # Heads before positions, and a KV head's G query heads stacked along the rows: each
+    # (batch, KV head) is one contiguous [G*T, H] x [H, S] product, which XLA:CPU runs a
+    # third faster (forward and backward) than contractions over the [B, T, K, H] layout.
+    q = q.reshape(batch, length, kv_heads, groups, h).transpose(0, 2, 3, 1, 4)
+    q = q.reshape(batch, kv_heads, groups * length, h)
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, H]
     acc = at_least_float32(q.dtype)
-    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=acc) * scale
+    logits = jnp.einsum("BKRH,BKSH->BKRS", q, k, preferred_element_type=acc) * scale
     if softcap:
         logits = jnp.tanh(logits / softcap) * softcap
-    if mask is not None:
-        logits = jnp.where(mask[:, None, None, :, :], logits, jnp.finfo(acc).min)
+    if mask is not None:  # row g * T + t is query t of group g
+        rows = jnp.tile(mask, (1, groups, 1)) if groups > 1 else mask
+        logits = jnp.where(rows[:, None], logits, jnp.finfo(acc).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     product = mixed_dot.einsum if mixed_dot.enabled(v.dtype) else jnp.einsum
-    out = product("BKGTS,BSKH->BTKGH", probs, v)
-    return out.reshape(batch, length, n, h)
+    out = product("BKRS,BKSH->BKRH", probs, v).reshape(batch, kv_heads, groups, length, h)
+    return out.transpose(0, 3, 1, 2, 4).reshape(batch, length, n, h)

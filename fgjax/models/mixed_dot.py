@@ -2,8 +2,9 @@
 
 XLA:CPU has no kernel for a bf16 x bf16 -> bf16 dot: it converts both operands to float32 and
 runs the float32 kernel, so a bf16 model trains no faster than a float32 one. Its bf16 x bf16 ->
-float32 dot runs on the CPU's bf16 units (AMX, AVX-512 BF16): 4x the float32 rate on a 2048 x
-512 x 1408 product on this project's machine (benchmarks/mixed_dot.py). `einsum` below asks for
+float32 dot runs on the CPU's bf16 units (AMX, AVX-512 BF16): on this project's 2-core machine
+a 2048 x 512 x 1408 product ran at 1,093 GFLOP/s against 251 for bf16 -> bf16 and 280 in float32
+(2026-12-02; benchmarks/train_step.py times the whole training step). `einsum` below asks for
 that product (`preferred_element_type=float32`) and rounds the result to the operands' dtype;
 its custom VJP does the same for both backward products, which jax's own transpose rule would
 otherwise take in float32 (the cotangent of a float32 result). The numbers are those of torch's
