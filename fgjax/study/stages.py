@@ -247,7 +247,7 @@ def align_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
 def finetune_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
     f = study.finetune
     c = _train(seed, f.steps, f.batch_size, f.lr, 20, study.checkpoint_every,
-               study.get("steps_per_call", 1))
+               f.get("steps_per_call", study.get("steps_per_call", 1)))
     c.task, c.stage = "vlm", "finetune"
     c.loss_tokens_per_row = f.loss_tokens_per_row
     c.model = _vlm_model(study, p)
