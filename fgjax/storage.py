@@ -22,6 +22,7 @@ one message that says what to do.
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import shutil
@@ -139,21 +140,43 @@ def move(source: str | os.PathLike, destination: str | os.PathLike) -> None:
 
 def local_copy(location: str | os.PathLike) -> str:
     """A local directory holding the files of `location`: itself when local; for gs://, a copy
-    under $FGJAX_CACHE (default ~/.cache/fgjax) made on first use and refreshed for files whose
-    size changed. For readers that memory-map files (safetensors)."""
+    under $FGJAX_CACHE (default ~/.cache/fgjax), made on first use. A file is copied again when
+    its object changed since (GCS's generation number, which every write renews, and size):
+    a model re-exported to the same bucket path, same shapes and so same sizes, must not load
+    the old weights. For readers that memory-map files (safetensors)."""
     if not is_remote(location):
         return os.fspath(location)
     remote = path(location)
     cache = Path(os.environ.get("FGJAX_CACHE", Path.home() / ".cache" / "fgjax"))
     local = cache / "gs" / os.fspath(remote).removeprefix("gs://")
+    record_file = local / SOURCES_RECORD
+    try:
+        copied = json.loads(record_file.read_text())
+    except (OSError, ValueError):  # no copy yet, or a record cut short: copy everything
+        copied = {}
     for name in relative_files(remote):
         source, target = remote / name, local / name
-        if not target.is_file() or target.stat().st_size != source.stat().length:
+        version = _object_version(source)
+        if not target.is_file() or copied.get(name) != version:
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(target.name + ".partial")
             _copy_file(source, partial)
             partial.replace(target)  # a killed copy leaves no file of the right name
+            copied[name] = version
+            write_atomic(record_file, json.dumps(copied, indent=1))
     return os.fspath(local)
+
+
+SOURCES_RECORD = ".fgjax-sources.json"  # in a local copy: the object version of each file
+
+
+def _object_version(source: epath.Path) -> list:
+    """[size, generation] of a GCS object (the generation changes with every write of it;
+    an emulator without generations falls back to the MD5 hash)."""
+    import fsspec
+
+    info = fsspec.filesystem("gs").info(os.fspath(source))
+    return [int(info["size"]), str(info.get("generation") or info.get("md5Hash") or "")]
 
 
 def upload_tree(local: str | os.PathLike, location: str | os.PathLike, last=()) -> None:

@@ -9,6 +9,8 @@ TensorStore through Orbax).
   JSONL dataset in the bucket, with the local run's predictions.
 - Two processes train into one bucket workdir and give the single-process loss curve.
 - A checkpoint with a truncated object is never restored; an unfinished one is never listed.
+- The local copy of a bucket directory (what safetensors memory-maps) follows every rewrite of
+  an object, also one of the same size: a re-exported model never loads the old weights.
 """
 
 from __future__ import annotations
@@ -183,3 +185,22 @@ def test_a_truncated_object_is_never_read_as_a_checkpoint(bucket):
         np.testing.assert_array_equal(state["w"], tree["w"])
         assert ckpt.steps() == [1]
     assert (storage.path(f"{directory}.unreadable") / "2").is_dir()  # kept for inspection
+
+
+def test_a_local_copy_follows_a_rewrite_of_the_same_size(bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("FGJAX_CACHE", str(tmp_path / "cache"))
+    where = f"{bucket}/rewritten"
+    first, second = np.arange(64, dtype=np.float32), np.arange(64, dtype=np.float32) + 1e-3
+    storage.path(where).mkdir(parents=True, exist_ok=True)
+    (storage.path(where) / "weights.bin").write_bytes(first.tobytes())
+    local = storage.local_copy(where)
+    np.testing.assert_array_equal(np.fromfile(f"{local}/weights.bin", np.float32), first)
+    (storage.path(where) / "weights.bin").write_bytes(second.tobytes())  # same size
+    (storage.path(where) / "added.txt").write_text("new")
+    assert storage.local_copy(where) == local
+    np.testing.assert_array_equal(np.fromfile(f"{local}/weights.bin", np.float32), second)
+    assert (tmp_path / "cache").exists() and open(f"{local}/added.txt").read() == "new"
+    stamp = (storage.path(local) / "weights.bin").stat().mtime
+    time.sleep(1.1)
+    storage.local_copy(where)  # unchanged objects are not copied again
+    assert (storage.path(local) / "weights.bin").stat().mtime == stamp
