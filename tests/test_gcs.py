@@ -16,6 +16,7 @@ TensorStore through Orbax).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -36,9 +37,19 @@ from tests.train import helpers
 
 
 @pytest.fixture(scope="module")
-def bucket():
-    with gcs_emulator.start() as name:
-        yield name
+def bucket(tmp_path_factory):
+    """The emulator's bucket; local copies of its directories go to a fresh cache, never the
+    user's ~/.cache/fgjax (runs started here inherit the variable)."""
+    before = os.environ.get("FGJAX_CACHE")
+    os.environ["FGJAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    try:
+        with gcs_emulator.start() as name:
+            yield name
+    finally:
+        if before is None:
+            os.environ.pop("FGJAX_CACHE")
+        else:
+            os.environ["FGJAX_CACHE"] = before
 
 
 @pytest.fixture(scope="module")
