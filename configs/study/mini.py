@@ -81,9 +81,11 @@ def get_config(arg=None):
     # learning rate -- its own pretraining peak -- in the "trained" arms)
     # loss_tokens_per_row: the LM head runs only at the loss positions (a caption's <= 13 of 32
     # tokens, an answer's <= 18 of 96 in the world's 10,000 records; a longer row stops the run)
+    # steps_per_call: the steps up to each log in one compiled call, the same losses bit for bit
+    # and 1.25x the steps/s of one step per call (benchmarks/study_steps.py)
     c.align = dict(
         steps=steps(80), batch_size=64, max_length=32, lr=1e-2, llm_lr_mult=0.3,
-        loss_tokens_per_row=16,
+        loss_tokens_per_row=16, steps_per_call=20,
     )  # fmt: skip
     # stage 2: instruction tuning (projector + LLM); rows are 3x longer than captions, so the
     # budget buys fewer of them than LLaVA's proportions (665K vs 558K) would
@@ -98,9 +100,12 @@ def get_config(arg=None):
     c.system = None  # no system message: shorter sequences, nothing lost at this scale
     c.eval = dict(size=a.eval_size, batch_size=50, probe_train_size=4000, miner="taxonomy")
     c.checkpoint_every = 200
-    # elsewhere one optimizer step per compiled call: 32 per call (config.steps_per_call) saved
-    # no time in stages 0 and 1 (benchmarks/study_steps.py) and rounds the contrastive loss's
-    # sums differently, which moved the table by up to 4 points (verdicts unchanged)
+    # worker processes, each on one core and one thread (0: one per usable core, up to 8); the
+    # units' numbers do not depend on it (fgjax/study/workers.py)
+    c.workers = 0
+    # stage 0: one optimizer step per compiled call: 32 per call (config.steps_per_call) saved
+    # no time there and rounds the contrastive loss's sums differently, which moved the table
+    # by up to 4 points (verdicts unchanged)
     c.steps_per_call = 1
     c.analysis = dict(
         # primary read-out: "cloze" (the likeliest option text); "letter" (the option letter

@@ -1,4 +1,4 @@
-"""python -m fgjax.study --workdir=DIR [--seeds=N] [--first_seed=K] [--config=configs/study/mini.py[:args]]
+"""python -m fgjax.study --workdir=DIR [--seeds=N] [--first_seed=K] [--workers=W] [--config=configs/study/mini.py[:args]]
 
 The miniature study (see fgjax/study/run.py); equivalent to
 `python -m fgjax.main --config=configs/study/mini.py:seeds=N,first_seed=K --workdir=DIR`.
@@ -23,6 +23,11 @@ _FIRST_SEED = flags.DEFINE_integer(
     "first_seed", None, "The first of the seeds (seeds first_seed .. first_seed + seeds - 1)."
 )
 
+_WORKERS = flags.DEFINE_integer(
+    "workers", None, "Worker processes, one per CPU core each (default: every usable core, up "
+    "to 8); the results do not depend on it."
+)
+
 
 def main(argv) -> None:
     if len(argv) > 1:
@@ -32,6 +37,8 @@ def main(argv) -> None:
         config.seeds = _SEEDS.value
     if _FIRST_SEED.value is not None:
         config.first_seed = _FIRST_SEED.value
+    if _WORKERS.value is not None:
+        config.workers = _WORKERS.value
     from fgjax.study import run
 
     run.run(config, _WORKDIR.value)

@@ -32,7 +32,10 @@ def _provenance(workdir: Path, info: dict) -> str:
     text = f"Run `{workdir.name}`: commit `{commit}`, {date}, on {machine}."
     seconds = info.get("seconds") or {}
     if seconds:
-        text += " Times: " + ", ".join(f"{stage} {s / 60:.1f} min" for stage, s in seconds.items())
+        workers = f" on {info['workers']} worker processes" if "workers" in info else ""
+        text += f" Worker time by stage (summed over its units{workers}): " + ", ".join(
+            f"{stage} {s / 60:.1f} min" for stage, s in seconds.items()
+        )
     if "wall_seconds" in info:
         text += f"{';' if seconds else ''} wall clock {info['wall_seconds'] / 60:.1f} min"
     return text + ("." if seconds or "wall_seconds" in info else "")

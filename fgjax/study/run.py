@@ -4,9 +4,11 @@
 
 Every unit (a training run, an evaluation, a stage-0 step) lives in its own directory and is
 skipped when finished, and training runs resume from their last checkpoint: rerunning the
-command after an interruption continues where it stopped. Progress: one line per unit with
-the study's elapsed time and ETA, plus each training run's own steps/s and ETA. The seconds
-each unit took are kept in `timings.json`, so a resumed study still reports its stage times.
+command after an interruption continues where it stopped. The units run side by side, one
+single-threaded worker process per CPU core (`workers`: fgjax/study/workers.py). Progress: one
+line per unit with the study's elapsed time and ETA, plus each training run's own steps/s and
+ETA. The seconds each unit took, and the study's wall clock, are kept in `timings.json`, so a
+resumed study still reports its stage times.
 """
 
 from __future__ import annotations
@@ -26,15 +28,10 @@ from fgjax.data.specimens import benchmark
 from fgjax.evaluate import datasets
 from fgjax.storage import write_atomic
 from fgjax.study import components, report, stages
+from fgjax.study import workers as study_workers
 from fgjax.study.results import Results
 
 TOKENIZER = "tokenizer"
-
-
-def _xla_flags(flags: str | None) -> None:
-    """Study-wide XLA flags, effective only before JAX starts its backend."""
-    if flags and flags not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
 
 
 def make_tokenizer(study, path: Path):
@@ -54,28 +51,40 @@ def make_tokenizer(study, path: Path):
 
 
 class Progress:
-    """Study-level progress: done/total weight, elapsed, ETA; and each unit's seconds."""
+    """Study-level progress: done/total weight, elapsed, ETA; each unit's seconds and the
+    study's wall clock, summed over interrupted runs."""
 
     def __init__(self, units: list[stages.Unit], timings: Path):
         self.total = sum(u.weight for u in units)
+        self.count = len(units)
+        self.finished_units = sum(u.done() for u in units)
         self.done = sum(u.weight for u in units if u.done())
         self.start, self.done_at_start = time.monotonic(), self.done
         self.path = timings
-        self.seconds = json.loads(timings.read_text()) if timings.is_file() else {}
+        saved = json.loads(timings.read_text()) if timings.is_file() else {}
+        self.seconds = saved.get("units", {})
+        self.wall_before = saved.get("wall_seconds", 0.0)
 
-    def report(self, unit: stages.Unit, index: int, count: int) -> None:
+    def started(self, unit: stages.Unit, running: int) -> None:
         elapsed = time.monotonic() - self.start
         worked = self.done - self.done_at_start
         eta = elapsed / worked * (self.total - self.done) if worked > 0 else float("nan")
         logging.info(
-            "[study %d/%d %3.0f%%] %s -- elapsed %s, ETA %s",
-            index, count, 100 * self.done / self.total, unit.name, _clock(elapsed), _clock(eta),
+            "[study %d/%d done %3.0f%%, %d running] %s -- elapsed %s, ETA %s",
+            self.finished_units, self.count, 100 * self.done / self.total, running, unit.name,
+            _clock(elapsed), _clock(eta),
         )  # fmt: skip
 
     def finished(self, unit: stages.Unit, seconds: float) -> None:
         self.done += unit.weight
+        self.finished_units += 1
         self.seconds[unit.name] = round(seconds, 2)
-        write_atomic(self.path, json.dumps(self.seconds, indent=1))
+        logging.info("[study] finished %s in %s", unit.name, _clock(seconds))
+        write_atomic(self.path, json.dumps({"units": self.seconds,
+                                            "wall_seconds": round(self.wall(), 1)}, indent=1))
+
+    def wall(self) -> float:
+        return self.wall_before + time.monotonic() - self.start
 
     def by_stage(self, units: list[stages.Unit]) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -179,20 +188,15 @@ def provenance() -> dict:
     }
 
 
-def run(config, workdir: str) -> dict:
-    """Runs (or resumes) the study; writes results.{npz,json,csv,md,png}; returns the findings
+def run(config, workdir: str, workers: int | None = None) -> dict:
+    """Runs (or resumes) the study on `workers` processes (default: config.workers, or one per
+    usable core up to 8); writes results.{npz,json,csv,md,png}; returns the findings
     {claim: reproduced}."""
-    _xla_flags(config.get("xla_flags"))
-    import jax
-
     from fgjax.console import setup_python_logging
 
     setup_python_logging()
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    # the arms share architectures: identical programs compile once, also across reruns
-    jax.config.update("jax_compilation_cache_dir", str(workdir / "xla_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     report.settings(config.get("analysis"))  # a misspelt analysis field fails before training
     (workdir / "study_config.json").write_text(config.to_json_best_effort(indent=2))
     tokenizer_dir = workdir / TOKENIZER
@@ -201,16 +205,17 @@ def run(config, workdir: str) -> dict:
                          tok.token_to_id("<image>"))  # fmt: skip
     units = stages.plan(config, paths)
     progress = Progress(units, workdir / "timings.json")
-    for index, unit in enumerate(units, start=1):
-        if unit.done():
-            continue
-        progress.report(unit, index, len(units))
-        start = time.monotonic()
-        execute(unit)
-        progress.finished(unit, time.monotonic() - start)
+    workers = workers or config.get("workers") or study_workers.default_count()
+    logging.info("study: %d units to run on %d worker processes", progress.count -
+                 progress.finished_units, workers)  # fmt: skip
+    study_workers.run_units(
+        units, execute, workers, config.get("xla_flags"), workdir / "xla_cache",
+        progress.started, progress.finished,
+    )  # fmt: skip
 
     seconds = progress.by_stage(units)
-    info = {**provenance(), "seconds": seconds, "wall_seconds": round(sum(seconds.values()), 1)}
+    info = {**provenance(), "seconds": seconds, "workers": workers,
+            "wall_seconds": round(progress.wall(), 1)}  # fmt: skip
     results = collect(config, units, workdir, info)
     results.validate()
     results.save(workdir)

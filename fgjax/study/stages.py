@@ -70,8 +70,9 @@ def arms() -> list[Arm]:
 @dataclasses.dataclass(frozen=True)
 class Unit:
     """One step of the study: `kind` "train", "eval", "filter" or "ceiling", its config and
-    workdir, the stage it belongs to (for timings), and a cost weight for the ETA (seconds
-    on 2 CPU cores with the default config; only the ratios matter)."""
+    workdir, the stage it belongs to (for timings), a cost weight for the ETA (seconds on one
+    CPU core with the default config; only the ratios matter), and the names of the units
+    whose outputs it reads (`needs`: it starts only once they are done)."""
 
     name: str
     kind: str
@@ -81,6 +82,7 @@ class Unit:
     stage: str
     arm: Arm | None = None
     seed: int | None = None
+    needs: tuple[str, ...] = ()
 
     def done(self) -> bool:
         if self.kind == "train":
@@ -89,6 +91,12 @@ class Unit:
 
 
 DONE = {"eval": ".study-done", "filter": "kept.json", "ceiling": "ceiling.json"}
+FILTER = "stage 0: filter the pool"
+
+
+def component_name(which: str, level: str) -> str:
+    """The unit name of a stage-0 component: which is "encoder" or "llm"."""
+    return f"stage 0: {'encoder' if which == 'encoder' else 'language model'} ({level})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +146,9 @@ def _specimens(study, kind: str, **extra) -> dict:
     }
 
 
-def _contrastive(study, p: Paths, name: str, stage: str, steps: int, source: dict) -> Unit:
+def _contrastive(
+    study, p: Paths, name: str, stage: str, steps: int, source: dict, needs: tuple[str, ...] = ()
+) -> Unit:
     e = study.encoder
     c = _train(study.component_seed, steps, e.batch_size, e.lr, 50, study.checkpoint_every,
                study.get("steps_per_call", 1))
@@ -150,7 +160,7 @@ def _contrastive(study, p: Paths, name: str, stage: str, steps: int, source: dic
     )  # fmt: skip
     c.data = dict(sources=[source], tokenizer=str(p.tokenizer), max_length=e.text.max_length,
                   preprocess=None)  # fmt: skip
-    return Unit(name, "train", c, p.components / stage, steps * 0.12, "stage 0")
+    return Unit(name, "train", c, p.components / stage, steps * 0.12, "stage 0", needs=needs)
 
 
 def filter_runs(study, p: Paths) -> list[Unit]:
@@ -163,7 +173,7 @@ def filter_runs(study, p: Paths) -> list[Unit]:
     c.tokenizer = str(p.tokenizer)
     c.pool = _specimens(study, "captions")
     c.keep_fraction = f.keep_fraction
-    select = Unit("stage 0: filter the pool", "filter", c, p.components, 6.0, "stage 0")
+    select = Unit(FILTER, "filter", c, p.components, 6.0, "stage 0", needs=(train.name,))
     return [train, select]
 
 
@@ -172,9 +182,9 @@ def encoder_runs(study, p: Paths) -> list[Unit]:
     raw = _specimens(study, "captions")
     kept = _specimens(study, "captions", keep=str(p.components / DONE["filter"]))
     return [
-        _contrastive(study, p, f"stage 0: encoder ({level})", f"encoder-{level}",
-                     study.encoder.steps, source)
-        for level, source in (("base", raw), ("upgraded", kept))
+        _contrastive(study, p, component_name("encoder", level), f"encoder-{level}",
+                     study.encoder.steps, source, needs)
+        for level, source, needs in (("base", raw, ()), ("upgraded", kept, (FILTER,)))
     ]  # fmt: skip
 
 
@@ -192,7 +202,7 @@ def llm_runs(study, p: Paths) -> list[Unit]:
             sources=[_specimens(study, "text", text_fraction=own.text_fraction)],
             tokenizer=str(p.tokenizer), template="plain", max_length=m.max_length,
         )  # fmt: skip
-        units.append(Unit(f"stage 0: language model ({level})", "train", c,
+        units.append(Unit(component_name("llm", level), "train", c,
                           p.components / f"llm-{level}", own.steps * 0.15, "stage 0"))  # fmt: skip
     return units
 
@@ -204,7 +214,8 @@ def ceiling_run(study, p: Paths) -> Unit:
     c.train_size, c.resolution = study.eval.probe_train_size, study.resolution
     c.dataset = test_set(study)
     c.options_dir = str(p.root / "options")
-    return Unit("stage 0: probe ceilings", "ceiling", c, p.components, 8.0, "stage 0")
+    needs = tuple(component_name("encoder", level) for level in LEVELS["encoder"])
+    return Unit("stage 0: probe ceilings", "ceiling", c, p.components, 8.0, "stage 0", needs=needs)
 
 
 def _component(p: Paths, which: str, level: str) -> str:
@@ -225,10 +236,14 @@ def _components(p: Paths, arm: Arm) -> dict:
             "decoder": _component(p, "llm", arm.llm)}  # fmt: skip
 
 
+def _component_needs(arm: Arm) -> tuple[str, ...]:
+    return component_name("encoder", arm.encoder), component_name("llm", arm.llm)
+
+
 def align_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
     a = study.align
     c = _train(seed, a.steps, a.batch_size, a.lr, 20, study.checkpoint_every,
-               study.get("steps_per_call", 1))
+               a.get("steps_per_call", study.get("steps_per_call", 1)))
     c.task = "vlm"
     c.stage = "align" if arm.pretrain == "frozen" else "align_llm"
     c.loss_tokens_per_row = a.loss_tokens_per_row
@@ -240,8 +255,16 @@ def align_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
         max_length=a.max_length, preprocess=None,
     )  # fmt: skip
     weight = a.steps * (0.07 if arm.pretrain == "trained" else 0.05)
-    return Unit(f"seed {seed}: align {arm.name}", "train", c, p.seed(seed) / "stage1" / arm.name,
-                weight, "stage 1", arm, seed)  # fmt: skip
+    return Unit(_align_name(seed, arm.name), "train", c, p.seed(seed) / "stage1" / arm.name,
+                weight, "stage 1", arm, seed, _component_needs(arm))  # fmt: skip
+
+
+def _align_name(seed: int, arm_name: str) -> str:
+    return f"seed {seed}: align {arm_name}"
+
+
+def _finetune_name(seed: int, arm: Arm) -> str:
+    return f"seed {seed}: instruct {arm.name}"
 
 
 def finetune_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
@@ -252,9 +275,10 @@ def finetune_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
     c.loss_tokens_per_row = f.loss_tokens_per_row
     c.model = _vlm_model(study, p)
     if arm.pretrain == "none":  # straight from the components: a fresh projector
-        c.init = _components(p, arm)
+        c.init, needs = _components(p, arm), _component_needs(arm)
     else:
         c.init = {"vlm": f"run:{p.seed(seed) / 'stage1' / arm.aligned}"}
+        needs = (_align_name(seed, arm.aligned),)
     sources = [_specimens(study, "instruct")]
     if arm.instruct == "classify":
         sources = [{**sources[0], "weight": 1 - f.classify_weight},
@@ -263,8 +287,8 @@ def finetune_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
         sources=sources, tokenizer=str(p.tokenizer), template=study.template,
         system=study.system, max_length=f.max_length, preprocess=None,
     )  # fmt: skip
-    return Unit(f"seed {seed}: instruct {arm.name}", "train", c,
-                p.seed(seed) / "stage2" / arm.name, f.steps * 0.1, "stage 2", arm, seed)  # fmt: skip
+    return Unit(_finetune_name(seed, arm), "train", c, p.seed(seed) / "stage2" / arm.name,
+                f.steps * 0.1, "stage 2", arm, seed, needs)  # fmt: skip
 
 
 def test_set(study) -> dict:
@@ -299,7 +323,7 @@ def eval_run(study, p: Paths, seed: int, arm: Arm) -> Unit:
     c.negatives = {"miner": ev.miner}
     c.options_dir = str(p.root / "options")
     return Unit(f"seed {seed}: evaluate {arm.name}", "eval", c, p.seed(seed) / "eval" / arm.name,
-                ev.size * 0.015, "evaluation", arm, seed)  # fmt: skip
+                ev.size * 0.015, "evaluation", arm, seed, (_finetune_name(seed, arm),))  # fmt: skip
 
 
 def components(study, p: Paths) -> list[Unit]:

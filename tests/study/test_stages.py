@@ -1,6 +1,7 @@
 """The study's run plan: which data each stage trains on, what is shared, what every arm asks."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,29 @@ def test_every_training_record_fits_its_stage_loss_tokens_per_row(tmp_path):
             cap = config.loss_tokens_per_row
             print(f"{name}, {spec['kind']}: at most {most} loss tokens in a row, cap {cap}")
             assert len(source) == study.train_size and 0 < most <= cap
+
+
+def test_each_unit_needs_exactly_the_units_whose_outputs_it_reads():
+    """The workers start a unit once its `needs` are done: each must name the runs its config
+    reads, and come later in the plan (the order units start in)."""
+    study, units = plan("steps_scale=0.02,seeds=2")
+    order = {u.name: i for i, u in enumerate(units)}
+    trained = {u.name: u.workdir for u in units if u.kind == "train"}  # what "run:" names
+    for u in units:
+        assert all(order[n] < order[u.name] for n in u.needs), u.name
+        # every run:<dir> the unit's config reads is the workdir of a unit it needs
+        text = u.config.to_json_best_effort()
+        read = {n for n, w in trained.items() if re.search(f'"run:{re.escape(str(w))}[#"]', text)}
+        if u.kind == "train" and "keep" in u.config.data.sources[0]:
+            read.add(stages.FILTER)  # the pairs the filter kept
+        assert read <= set(u.needs), (u.name, read - set(u.needs))
+    by_name = {u.name: u for u in units}
+    assert by_name["stage 0: encoder (upgraded)"].needs == (stages.FILTER,)  # its kept pairs
+    assert by_name["stage 0: encoder (base)"].needs == ()
+    assert set(by_name["stage 0: probe ceilings"].needs) == {
+        "stage 0: encoder (base)", "stage 0: encoder (upgraded)",
+    }  # fmt: skip
+    assert by_name["seed 1: instruct classify"].needs == (
+        "seed 1: align enc-upgraded_llm-upgraded_pretrain-trained",
+    )  # fmt: skip
+    assert by_name["seed 1: evaluate noalign"].needs == ("seed 1: instruct noalign",)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from fgjax.study import workers
 
 ROOT = Path(__file__).parents[2]
 FIRST_ALIGN = "enc-base_llm-base_pretrain-frozen"
@@ -59,6 +62,9 @@ def test_shortened_study_is_killed_resumed_and_reports(tmp_path):
     workdir = tmp_path / "study"
     run_until_checkpoint(workdir)
     assert not (workdir / "seed5" / "stage1" / FIRST_ALIGN / "params_export").exists()
+    # the units finished before the kill (the others ran side by side with the killed one)
+    finished = set(json.loads((workdir / "timings.json").read_text())["units"])
+    assert "stage 0: language model (base)" in finished
 
     rerun = subprocess.run(
         study_command(workdir), env=environment(), capture_output=True, text=True, timeout=900
@@ -66,8 +72,9 @@ def test_shortened_study_is_killed_resumed_and_reports(tmp_path):
     log = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, log[-4000:]
     # finished units are skipped; the killed one resumes from its checkpoint
-    assert "stage 0:" not in log
-    assert f"seed 5: align {FIRST_ALIGN}" in log
+    started = re.findall(r"running\] (.+?) -- elapsed", log)
+    assert started and not finished & set(started), finished & set(started)
+    assert f"seed 5: align {FIRST_ALIGN}" in started
     assert "resumed from the checkpoint at step" in log
     assert "ETA" in log
 
@@ -88,6 +95,7 @@ def test_shortened_study_is_killed_resumed_and_reports(tmp_path):
     assert "Declared analysis" in rerun.stdout
     info = json.loads((workdir / "results.json").read_text())["info"]
     assert set(info["seconds"]) == {"stage 0", "stage 1", "stage 2", "evaluation"}
+    assert info["workers"] == workers.default_count()  # one per usable core
     # the interrupted run's units kept their timings
     assert info["seconds"]["stage 0"] > 0
 
