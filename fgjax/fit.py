@@ -33,6 +33,11 @@ class Target:
     def capacity_gib(self) -> float:
         return CAPACITY_GIB[self.family]
 
+    @property
+    def platform(self) -> str:
+        """"tpu", "gpu" or "cpu": whose implementation choices the compiled step takes."""
+        return self.family if self.family in ("gpu", "cpu") else "tpu"
+
 
 def _tpu_grid(chips: int, dims: int) -> str:
     """A chip grid for `chips` chips: 2-D for v5e/v6e, 3-D tori for v4/v5p."""
@@ -103,11 +108,14 @@ def per_device_bytes(tree) -> int:
 
 def fit(config, target: Target) -> dict:
     """Compiles the train step of `config` for `target` and returns the memory report."""
+    from fgjax.models import platform
     from fgjax.train import experiment
 
-    exp = experiment.build(config, devices=target_devices(target))
-    state, frozen, batch = exp.abstract_state(), exp.abstract_frozen(), exp.abstract_batch()
-    compiled = exp.compile()
+    # the program is built with the target's choices (attention kernel, products), not the host's
+    with platform.compiling_for(target.platform):
+        exp = experiment.build(config, devices=target_devices(target))
+        state, frozen, batch = exp.abstract_state(), exp.abstract_frozen(), exp.abstract_batch()
+        compiled = exp.compile()
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost

@@ -25,6 +25,9 @@ def test_topology_names():
         fit.parse_topology("v9-8")
     with pytest.raises(ValueError, match="power of two"):
         fit.parse_topology("v5p-24")
+    # whose implementation choices the compiled step takes (models/platform.py)
+    platforms = {n: fit.parse_topology(n).platform for n in ("v5p-16", "v6e-8", "gpu:8", "cpu:8")}
+    assert platforms == {"v5p-16": "tpu", "v6e-8": "tpu", "gpu:8": "gpu", "cpu:8": "cpu"}
 
 
 @pytest.fixture(scope="module")

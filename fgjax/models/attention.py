@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from fgjax.models import mixed_dot
+from fgjax.models import mixed_dot, platform
 from fgjax.models.config import RopeConfig
 from fgjax.models.layers import Norm, at_least_float32
 
@@ -288,14 +288,16 @@ class Attention(nnx.Module):
 
 
 def resolve_implementation(implementation: str, dtype, backend: str | None = None) -> str:
-    """The implementation "auto" stands for on `backend` (default: jax's): fgjax's reference
+    """The implementation "auto" stands for on `backend` (default: the platform the program is
+    built for, models/platform.py; jax's backend unless the fit check compiles for a TPU on a
+    CPU host): fgjax's reference
     where parity is what matters (CPU, where the tests compare against transformers, and
     float64 references, whose softmax jax.nn.dot_product_attention would take in float32); the
     splash kernel on a TPU (for the masks it describes, XLA's attention for the others); jax's
     XLA attention on a GPU (cuDNN stays opt-in)."""
     if implementation != "auto":
         return implementation
-    backend = backend or jax.default_backend()
+    backend = backend or platform.target()
     if backend == "cpu" or jnp.dtype(dtype) == jnp.float64:
         return "reference"
     return "splash" if backend == "tpu" else "xla"
@@ -319,7 +321,7 @@ def dot_product_attention(q, k, v, mask, scale, implementation="reference", soft
     if implementation == "splash":
         from fgjax.models.splash import BLOCK
 
-        on_tpu = jax.default_backend() == "tpu"  # the kernel's tiles: rows of whole blocks
+        on_tpu = platform.target() == "tpu"  # the kernel's tiles: rows of whole blocks
         whole = q.shape[1] % BLOCK == 0 or not on_tpu
         if isinstance(mask, CausalMask) and q.shape[1] == k.shape[1] and whole:
             from fgjax.models.splash import splash_attention

@@ -22,6 +22,8 @@ import string
 import jax
 import jax.numpy as jnp
 
+from fgjax.models import platform
+
 HALF = (jnp.bfloat16, jnp.float16)
 
 
@@ -87,8 +89,9 @@ def _dot_spec(dimension_numbers, lhs_ndim: int, rhs_ndim: int) -> str:
 
 
 def enabled(dtype, backend: str | None = None) -> bool:
-    """Whether layers computing in `dtype` use these products: half precision on a CPU."""
-    backend = backend or jax.default_backend()
+    """Whether layers computing in `dtype` use these products: half precision on a CPU
+    (`backend`, default: the platform the program is built for, models/platform.py)."""
+    backend = backend or platform.target()
     return backend == "cpu" and dtype is not None and jnp.dtype(dtype) in map(jnp.dtype, HALF)
 
 

@@ -81,3 +81,21 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
     return jax.lax.with_sharding_constraint(
         x, NamedSharding(mesh, spec_for(axes, x.shape, mesh, rules))
     )
+
+
+def per_shard(fn, in_axes: Sequence[Sequence[str | None]], out_like: int = 0):
+    """`fn` run on each device's shard (jax.shard_map) while a mesh is active, `fn` itself
+    otherwise: for kernels XLA cannot partition (Pallas / Mosaic custom calls). in_axes: the
+    logical axes of each positional argument; the output is laid out like argument `out_like`
+    (same shape and axes). fn must treat the sharded dimensions as independent (batch, heads)."""
+    active = getattr(_context, "value", None)
+    if active is None:
+        return fn
+    mesh, rules = active
+
+    def sharded(*args):
+        specs = tuple(spec_for(a, x.shape, mesh, rules) for a, x in zip(in_axes, args))
+        return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=specs[out_like],
+                             check_vma=False)(*args)  # fmt: skip
+
+    return sharded

@@ -17,6 +17,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from fgjax.models import partitioning, platform
+
 BLOCK = 128  # the kernel's tile along T; rows must be a multiple of it
 
 
@@ -59,13 +61,13 @@ def splash_attention(
     None -> [B, T, N, H], equal to the reference attention at every real position (padded
     queries see only padded keys here, the reference's see the real ones; both are ignored).
 
-    T must be a multiple of 128 on a TPU (the kernel's tile). `interpret` defaults to True off
-    a TPU.
+    T must be a multiple of 128 on a TPU (the kernel's tile). `interpret` defaults to True unless the program
+    is built for a TPU (models/platform.py).
     """
     batch, length, heads, head_dim = q.shape
     kv_heads = k.shape[2]
     if interpret is None:
-        interpret = jax.default_backend() != "tpu"
+        interpret = platform.target() != "tpu"
     if length % min(BLOCK, length) and not interpret:
         raise ValueError(
             f"splash attention needs rows of a multiple of {BLOCK} tokens, not {length}"
@@ -88,5 +90,11 @@ def splash_attention(
         ids = kernel_lib.SegmentIds(q=seg, kv=seg)
         return jax.vmap(lambda a, b, c: kernel(a, b, c, segment_ids=ids))(q_row, k_row, v_row)
 
-    out = jax.vmap(one_row)(qg, kg, vg, segments)  # [B, K, G, T, H]
+    # XLA cannot partition a Mosaic kernel: on a mesh it runs per shard of rows and KV heads
+    rows = partitioning.per_shard(
+        jax.vmap(one_row),
+        [("batch", "kv_heads", None, None, "head_dim"), ("batch", "kv_heads", None, "head_dim"),
+         ("batch", "kv_heads", None, "head_dim"), ("batch", None)],
+    )  # fmt: skip
+    out = rows(qg, kg, vg, segments)  # [B, K, G, T, H]
     return out.transpose(0, 3, 1, 2, 4).reshape(batch, length, heads, head_dim)
