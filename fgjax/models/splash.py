@@ -61,8 +61,8 @@ def splash_attention(
     None -> [B, T, N, H], equal to the reference attention at every real position (padded
     queries see only padded keys here, the reference's see the real ones; both are ignored).
 
-    T must be a multiple of 128 on a TPU (the kernel's tile). `interpret` defaults to True unless the program
-    is built for a TPU (models/platform.py).
+    T must be a multiple of 128 on a TPU (the kernel's tile). `interpret` defaults to True
+    unless the program is built for a TPU (models/platform.py).
     """
     batch, length, heads, head_dim = q.shape
     kv_heads = k.shape[2]

@@ -188,10 +188,9 @@ def provenance() -> dict:
     }
 
 
-def run(config, workdir: str, workers: int | None = None) -> dict:
-    """Runs (or resumes) the study on `workers` processes (default: config.workers, or one per
-    usable core up to 8); writes results.{npz,json,csv,md,png}; returns the findings
-    {claim: reproduced}."""
+def run(config, workdir: str) -> dict:
+    """Runs (or resumes) the study on config.workers processes (0: one per usable core, up to
+    8); writes results.{npz,json,csv,md,png}; returns the findings {claim: reproduced}."""
     from fgjax.console import setup_python_logging
 
     setup_python_logging()
@@ -205,7 +204,7 @@ def run(config, workdir: str, workers: int | None = None) -> dict:
                          tok.token_to_id("<image>"))  # fmt: skip
     units = stages.plan(config, paths)
     progress = Progress(units, workdir / "timings.json")
-    workers = workers or config.get("workers") or study_workers.default_count()
+    workers = config.get("workers") or study_workers.default_count()
     logging.info("study: %d units to run on %d worker processes", progress.count -
                  progress.finished_units, workers)  # fmt: skip
     study_workers.run_units(
