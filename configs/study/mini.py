@@ -93,6 +93,9 @@ def get_config(arg=None):
     # arm tried). Post-normed features, lr 1e-3 (LLaVA's stage-1 rate) and 150 instruction
     # steps: frozen base/base +21.4, frozen upgraded/upgraded +14.3, trained base/base +14.3,
     # trained upgraded/upgraded +18.6, noalign +21.4 (all above the declared margin of 10).
+    # Rerun with `python -m fgjax.study.pilot --study=study --workdir=pilot --seed=50
+    # --arms=...` (the old recipe: --config.align.lr=1e-2 --config.finetune.steps=50
+    # --config.encoder.overrides.feature_norm=False); it gave noalign +21.4 [+9.5, +33.0].
     # loss_tokens_per_row: the LM head runs only at the loss positions (a caption's <= 13 of 32
     # tokens, an answer's <= 18 of 96 in the world's 10,000 records; a longer row stops the run)
     # steps_per_call: the steps up to each log in one compiled call, the same losses bit for bit

@@ -5,12 +5,11 @@ The miniature study (see fgjax/study/run.py); equivalent to
 """
 
 import sys
-from pathlib import Path
 
 from absl import app, flags
 from ml_collections import config_flags
 
-DEFAULT_CONFIG = str(Path(__file__).parents[2] / "configs" / "study" / "mini.py")
+from fgjax.study import DEFAULT_CONFIG
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", DEFAULT_CONFIG, "Study config file.", lock_config=False

@@ -132,10 +132,12 @@ def _correct(path: Path, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def collect(config, units: list[stages.Unit], root: Path, info: dict) -> Results:
-    """The study's Results from its evaluation outputs and the probe ceilings."""
+    """The study's Results from its evaluation outputs and the probe ceilings: the arms
+    evaluated among `units` (every arm in a study; some in a pilot), in the study's order."""
     evals = [u for u in units if u.kind == "eval"]
     seeds = sorted({u.seed for u in evals})
-    arms = {a.name: a.levels() for a in stages.arms()}
+    evaluated = {u.arm.name for u in evals}
+    arms = {a.name: a.levels() for a in stages.arms() if a.name in evaluated}
     n = int(config.eval.size)
     test_ids = datasets.from_spec(stages.test_set(config)).ids()
     general_ids = [f"{i}/general" for i in test_ids]
