@@ -11,6 +11,8 @@ each arm's image control on both read-outs: perception accuracy with the real im
 a blank one, chance-normalised, with its 95% interval over test images (one seed: no seed
 noise), and whether it passes the declared margin. A study seed is refused: a recipe chosen on
 the seeds that judge it would be tuned on its own test. Written to `pilot.json` as well.
+A workdir belongs to the config of its first pilot (`pilot_config.json`): rerunning the same
+pilot there resumes it, and another config is refused rather than given the old runs.
 """
 
 from __future__ import annotations
@@ -51,11 +53,22 @@ def select(config, paths: stages.Paths, seed: int, names: list[str]) -> list[sta
     chosen = [a for a in stages.arms() if a.name in names]
     aligned = {a.aligned for a in chosen if a.pretrain != "none"}
     plan = stages.seed_plan(config, paths, seed)
-    picked = [u for u in plan if u.kind != "train" or u.config.stage == "finetune"]
-    picked = [u for u in picked if u.arm.name in names]
-    aligns = [u for u in plan if u.kind == "train" and u.config.stage != "finetune"
-              and u.arm.name in aligned]  # fmt: skip
-    return stages.components(config, paths) + aligns + picked
+    aligns = [u for u in plan if u.stage == "stage 1" and u.arm.name in aligned]
+    rest = [u for u in plan if u.stage != "stage 1" and u.arm.name in names]
+    return stages.components(config, paths) + aligns + rest
+
+
+def claim(config, workdir: Path) -> None:
+    """Records the pilot's config in its workdir, or raises ValueError when the workdir holds a
+    pilot of another config (whose finished runs would otherwise be reused as they are)."""
+    saved, text = workdir / "pilot_config.json", config.to_json_best_effort(indent=2)
+    if saved.is_file() and saved.read_text() != text:
+        raise ValueError(
+            f"{workdir} holds a pilot of another config ({saved}); its finished runs would be "
+            "reused: give this pilot a new --workdir"
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_atomic(saved, text)
 
 
 def link_study(study: Path, workdir: Path) -> None:
@@ -82,6 +95,7 @@ def run(config, workdir: str, study: str, seed: int, names: list[str]) -> dict:
     check(config, seed, names)  # before anything is written
     root, source = Path(workdir).absolute(), Path(study).absolute()
     link_study(source, root)
+    claim(config, root)
     tok = study_run.make_tokenizer(config, root / study_run.TOKENIZER)
     paths = stages.Paths(root, root / study_run.TOKENIZER, -(-tok.vocab_size // 64) * 64,
                          tok.token_to_id("<image>"))  # fmt: skip

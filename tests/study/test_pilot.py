@@ -47,6 +47,15 @@ def test_a_study_without_stage_0_is_named_with_the_fix(tmp_path):
         pilot.link_study(tmp_path / "study", tmp_path / "pilot")
 
 
+def test_a_workdir_keeps_to_the_config_of_its_first_pilot(tmp_path):
+    config, _ = setup(tmp_path)
+    pilot.claim(config, tmp_path / "pilot")
+    pilot.claim(config, tmp_path / "pilot")  # the same pilot, resumed
+    config.finetune.steps = 7
+    with pytest.raises(ValueError, match="another config.*new --workdir"):
+        pilot.claim(config, tmp_path / "pilot")
+
+
 def write_answers(directory, ids, correct):
     directory.mkdir(parents=True, exist_ok=True)
     rows = [{"id": i, "correct": bool(c), "options": ["a", "b", "c", "d"]} for i, c in zip(ids, correct)]
