@@ -31,7 +31,7 @@ def study_command(workdir: Path) -> list[str]:
         "--config.eval.probe_train_size=200", "--config.eval.batch_size=12",
         "--config.filter.curated_size=200",
         # stage 1 long enough to be killed between its checkpoints
-        "--config.align.steps=40", "--config.checkpoint_every=2",
+        "--config.align.steps=40", "--config.checkpoint_every=10",
     ]  # fmt: skip
 
 
