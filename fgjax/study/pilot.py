@@ -29,19 +29,15 @@ from fgjax.study import workers as study_workers
 SHARED = ("tokenizer", "components", "options")  # the study's stage-0 outputs a pilot reuses
 
 
-def study_seeds(config) -> range:
-    return range(int(config.first_seed), int(config.first_seed) + int(config.seeds))
-
-
 def check(config, seed: int, names: list[str]) -> None:
     """Raises ValueError for an unknown arm or a study seed."""
     known = [a.name for a in stages.arms()]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; the study's arms are {known}")
-    if seed in study_seeds(config):
+    if seed in stages.seeds(config):
         raise ValueError(
-            f"seed {seed} is one of the study's seeds {list(study_seeds(config))}: pilot on "
+            f"seed {seed} is one of the study's seeds {list(stages.seeds(config))}: pilot on "
             "another seed (--seed), so that no verdict is judged on the seeds a recipe was chosen on"
         )
 

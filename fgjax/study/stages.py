@@ -342,6 +342,10 @@ def seed_plan(study, p: Paths, seed: int) -> list[Unit]:
     return units
 
 
+def seeds(study) -> range:
+    """The study's seeds: first_seed .. first_seed + seeds - 1."""
+    return range(int(study.first_seed), int(study.first_seed) + int(study.seeds))
+
+
 def plan(study, p: Paths) -> list[Unit]:
-    seeds = range(int(study.first_seed), int(study.first_seed) + int(study.seeds))
-    return components(study, p) + [u for seed in seeds for u in seed_plan(study, p, seed)]
+    return components(study, p) + [u for seed in seeds(study) for u in seed_plan(study, p, seed)]
