@@ -92,10 +92,7 @@ def run(config, workdir: str, study: str, seed: int, names: list[str]) -> dict:
     root, source = Path(workdir).absolute(), Path(study).absolute()
     link_study(source, root)
     claim(config, root)
-    tok = study_run.make_tokenizer(config, root / study_run.TOKENIZER)
-    paths = stages.Paths(root, root / study_run.TOKENIZER, -(-tok.vocab_size // 64) * 64,
-                         tok.token_to_id("<image>"))  # fmt: skip
-    units = select(config, paths, seed, names)
+    units = select(config, study_run.study_paths(config, root), seed, names)
     not_done = [u.name for u in units if u.stage == "stage 0" and not u.done()]
     if not_done:
         raise FileNotFoundError(f"{source}'s stage 0 is unfinished ({not_done[0]}): finish the study's "
@@ -128,7 +125,6 @@ def table(seed: int, controls: dict, margin: float) -> str:
                  + ("pass" if c["passed"] else "FAIL") for c in by.values()]  # fmt: skip
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
 
 
 def _flags():

@@ -50,6 +50,14 @@ def make_tokenizer(study, path: Path):
     return load_tokenizer(str(path))
 
 
+def study_paths(config, workdir: Path) -> stages.Paths:
+    """The study's paths under `workdir`, with the tokenizer made (or loaded) there: the
+    vocabulary padded to a multiple of 64 and the image token's id."""
+    tok = make_tokenizer(config, workdir / TOKENIZER)
+    return stages.Paths(workdir, workdir / TOKENIZER, -(-tok.vocab_size // 64) * 64,
+                        tok.token_to_id("<image>"))  # fmt: skip
+
+
 class Progress:
     """Study-level progress: done/total weight, elapsed, ETA; each unit's seconds and the
     study's wall clock, summed over interrupted runs."""
@@ -200,10 +208,7 @@ def run(config, workdir: str) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     report.settings(config.get("analysis"))  # a misspelt analysis field fails before training
     (workdir / "study_config.json").write_text(config.to_json_best_effort(indent=2))
-    tokenizer_dir = workdir / TOKENIZER
-    tok = make_tokenizer(config, tokenizer_dir)
-    paths = stages.Paths(workdir, tokenizer_dir, -(-tok.vocab_size // 64) * 64,
-                         tok.token_to_id("<image>"))  # fmt: skip
+    paths = study_paths(config, workdir)
     units = stages.plan(config, paths)
     progress = Progress(units, workdir / "timings.json")
     workers = config.get("workers") or study_workers.default_count()
