@@ -284,8 +284,25 @@ def _draft_size(configs: Sequence[PreprocessConfig]) -> int:
     return max(c.shortest_side if c.mode == "resize_crop" else c.size for c in configs)
 
 
+def _already_in_shape(image: Any, cfg: PreprocessConfig) -> bool:
+    """True for a uint8[S, S, 3] array that the config's geometry would leave as it is (every
+    mode: no padding, no resize, a crop of the whole): the in-memory datasets' images."""
+    return (
+        isinstance(image, np.ndarray)
+        and image.dtype == np.uint8
+        and image.shape == (cfg.size, cfg.size, 3)
+        and cfg.shortest_side == cfg.size
+    )
+
+
 def preprocess_into(image: Any, configs: Sequence[PreprocessConfig], outs, jpeg_draft=False):
     """Preprocesses one image into preallocated float32[S, S, 3] arrays, one per config."""
+    if all(_already_in_shape(image, cfg) for cfg in configs):
+        # the same pixels as the PIL round trip below, without it (~0.2 ms of a 32-px image's
+        # 0.25: the miniature study's host time per training row)
+        for cfg, out in zip(configs, outs, strict=True):
+            normalize(image, cfg, out=out)
+        return
     rgb = to_rgb_image(image, _draft_size(configs) if jpeg_draft else None)
     shared: dict[tuple, np.ndarray] = {}
     for cfg, out in zip(configs, outs, strict=True):

@@ -130,6 +130,22 @@ def test_encoded_and_array_inputs_match_pil_inputs():
     assert not np.allclose(images.preprocess(rgba, config), images.preprocess(image, config))
 
 
+@pytest.mark.parametrize("mode", ["resize_crop", "resize_naive", "letterbox"])
+def test_arrays_already_at_size_skip_pil_with_the_same_pixels(mode):
+    config = images.preprocess_config_for(presets.encoder("tiny_clip"), mode=mode)
+    pixels = np.asarray(photo(config.size, config.size, seed=5))
+    np.testing.assert_array_equal(
+        images.preprocess(pixels, config), images.preprocess(Image.fromarray(pixels), config)
+    )
+    dinov2 = images.preprocess_config_for(presets.encoder("dinov2_l14_reg4"))  # resizes first
+    assert dinov2.shortest_side > dinov2.size
+    at_crop_size = np.asarray(photo(dinov2.size, dinov2.size, seed=6))
+    np.testing.assert_array_equal(
+        images.preprocess(at_crop_size, dinov2),
+        images.preprocess(Image.fromarray(at_crop_size), dinov2),
+    )
+
+
 def test_fused_towers_get_their_own_normalized_copy():
     fused = presets.encoder("dinov2_siglip")
     configs = images.preprocess_config_for(fused)
