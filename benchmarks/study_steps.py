@@ -48,9 +48,7 @@ def main() -> None:
     rows, extra = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        tok = study_run.make_tokenizer(study, tmp / "tokenizer")
-        paths = stages.Paths(tmp, tmp / "tokenizer", -(-tok.vocab_size // 64) * 64,
-                             tok.token_to_id("<image>"))  # fmt: skip
+        paths = study_run.study_paths(study, tmp)
         units = {
             "stage 1: align (LLM trained)": stages.align_run(study, paths, 0, trained),
             "stage 2: instruction tuning": stages.finetune_run(study, paths, 0, trained),
